@@ -1,0 +1,28 @@
+"""fastpool: a worker pool whose hot path is native.
+
+    from fastpool import WorkerPool
+    pool = WorkerPool(2)
+    pool.run_task({"a": 1, "b": 2}, lambda err, result: print(result))   # 3
+    pool.close()
+
+Tasks and results travel through lock-free rings in a shared-memory block;
+worker threads run native kernels with the GIL released; callbacks run one
+at a time in the context their task was submitted from.
+"""
+from fastpool import kernels
+from fastpool._future import PoolFuture
+from fastpool.errors import PoolClosedError, TaskTimeoutError, WorkerExitedError
+from fastpool.executor import BrokenThreadPool, ThreadPoolExecutor
+from fastpool.pool import WorkerPool
+
+__all__ = [
+    "WorkerPool",
+    "ThreadPoolExecutor",
+    "PoolFuture",
+    "PoolClosedError",
+    "WorkerExitedError",
+    "TaskTimeoutError",
+    "BrokenThreadPool",
+    "kernels",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,8 @@
+# fastpool's native core: one extension built from the units below, so the
+# hot helpers inline across them (ring <- free lists <- kernels <- engine).
+include "includes/atomic.pxd"
+
+include "_ring.pxd"
+include "_freelist.pxd"
+include "_kernels.pxd"
+include "_engine.pxd"

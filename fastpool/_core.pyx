@@ -1,0 +1,6 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False, freethreading_compatible=False
+include "_ring.pyx"
+include "_freelist.pyx"
+include "_kernels.pyx"
+include "_engine.pyx"

@@ -1,0 +1,37 @@
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+
+cdef class Core:
+    cdef object _shm
+    cdef object _creator_pid
+    cdef char *base
+    cdef fp_ctl *ctl
+    cdef fp_ring *tasks
+    cdef fp_ring *results
+    cdef SlotTable slots
+    cdef object overflow
+    cdef int32_t n_overflow
+    cdef int32_t record_credits
+    cdef int32_t nthreads
+    cdef int32_t max_chunks
+    cdef readonly uint32_t state
+    cdef int default_op
+    cdef readonly object processor
+    cdef object future_cls
+    cdef bint lose_on_base_exception
+    cdef readonly uint64_t tasks_in
+    cdef readonly uint64_t tasks_out
+    cdef dict __dict__
+
+    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
+    cdef int _push_task(self, fp_cell *c) except -1
+    cdef int _worker_loop(self, int idx) noexcept nogil
+    cdef int _run_cell(self, fp_cell *c, int idx) noexcept nogil
+    cdef void _publish(self, fp_cell *r) noexcept nogil
+    cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil
+    cdef int _collect(self, fp_cell *out, int limit) noexcept nogil
+    cdef int _complete(self, fp_cell *r) except -1
+    cdef void _release_slot(self, int32_t slot) noexcept
+    cdef int _deliver(self, uint8_t mode, object cb, object ctx, object err, object value) except -1
+    cdef int _flush_overflow(self) except -1
+    cdef int _teardown(self) except -1
+    cdef bint _set_state(self, uint32_t state)

@@ -1,0 +1,496 @@
+# The engine: native worker loops, the dispatcher loop and the submit path.
+#
+#  submitters (GIL)             workers (no GIL)                dispatcher (GIL per batch)
+#  encode task -> take slot ->  pop task ring -> kernel ->      pop result ring in batches ->
+#  push task ring -> wake one   push result ring -> notify      free slot, callback(err, result)
+#  idle worker if none is       dispatcher if it sleeps         in the task's Context, or
+#  awake                                                        resolve its future
+#
+# Invariants.  A task holds one slot from submit until the dispatcher takes
+# its result; it may hold up to `max_chunks` task-ring cells meanwhile
+# (`record_credits` counts them).  Both are given out only while they last,
+# so no ring push can fail; what does not fit waits, in order, in
+# `overflow` until the dispatcher frees room.  Every accepted task yields
+# exactly one result cell (or, at terminate, is failed by the teardown from
+# its unpopped task cells), and the dispatcher completes it exactly once.
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.object cimport PyObject_CallObject
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.string cimport memset
+import os
+from concurrent.futures._base import InvalidStateError
+
+cdef enum:
+    OP_NATIVE_ADD = 1
+    OP_PROC = 2
+    OP_CALL = 3
+
+    MODE_CALLBACK = 0
+    MODE_FUTURE = 1
+
+    BATCH = 256            # results taken per dispatcher round
+    WORKER_SPIN = 2000     # pause-loops a worker looks for work before parking
+    DISPATCH_SPIN = 200    # same for the dispatcher
+    MIN_CHUNK = 16384      # elements below which an array is not split further
+
+cdef bint _ring_has_work(void *r) noexcept nogil:
+    return not fp_ring_empty(<fp_ring *>r)
+
+cdef inline bint _short_kind(uint32_t kind) noexcept nogil:
+    # Kinds that finish in nanoseconds: a worker running them stays counted
+    # as looking for work, so a flood of them never triggers a wake-up.
+    return kind == K_ADD_I64 or kind == K_ADD_F64 or kind == K_FAIL
+
+cdef uint64_t _pow2_at_least(uint64_t n) noexcept:
+    cdef uint64_t c = 2
+    while c < n:
+        c <<= 1
+    return c
+
+
+cdef class Core:
+    """Native part of a pool; fastpool.pool.WorkerPool builds on it."""
+
+    def _core_init(self, int32_t num_threads, int32_t ring_size, processor,
+                   bint lose_on_base_exception, future_cls):
+        from multiprocessing import shared_memory
+        from collections import deque
+        self.nthreads = num_threads
+        self.max_chunks = min(2 * num_threads, ring_size)
+        self.record_credits = ring_size
+        self.lose_on_base_exception = lose_on_base_exception
+        self.future_cls = future_cls
+        if processor is None or processor is add:
+            self.default_op = OP_NATIVE_ADD
+            self.processor = add
+        else:
+            self.default_op = OP_PROC
+            self.processor = processor
+        self.slots = SlotTable(ring_size)
+        self.overflow = deque()
+        cdef uint64_t task_cap = ring_size
+        cdef uint64_t result_cap = _pow2_at_least(ring_size + 2 * num_threads + 2)
+        cdef size_t task_off = sizeof(fp_ctl)
+        cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
+        cdef size_t size = result_off + fp_ring_bytes(result_cap)
+        self._shm = shared_memory.SharedMemory(create=True, size=size)
+        self._creator_pid = os.getpid()
+        cdef unsigned char[::1] mv = self._shm.buf
+        self.base = <char *>&mv[0]
+        memset(self.base, 0, sizeof(fp_ctl))
+        self.ctl = <fp_ctl *>self.base
+        self.ctl.magic = FP_MAGIC
+        self.ctl.task_ring = task_off
+        self.ctl.result_ring = result_off
+        self.tasks = <fp_ring *>(self.base + task_off)
+        self.results = <fp_ring *>(self.base + result_off)
+        fp_ring_init(self.tasks, task_cap)
+        fp_ring_init(self.results, result_cap)
+        self.state = FP_RUNNING
+
+    @property
+    def shm_name(self):
+        return None if self._shm is None else self._shm.name
+
+    # ---------------------------------------------------------------- submit
+
+    def run_task(self, task, callback):
+        """Run `task`; later call callback(err, result) in this Context."""
+        if self.state != FP_RUNNING:
+            self._raise_closed()
+        if not callable(callback):
+            raise TypeError(f"callback must be callable, not {type(callback).__name__}")
+        self._submit(self.default_op, task, callback, PyContext_CopyCurrent(), MODE_CALLBACK)
+
+    def run(self, task):
+        """Run `task`; return a future (awaitable) for its result."""
+        if self.state != FP_RUNNING:
+            self._raise_closed()
+        fut = self.future_cls()
+        self._submit(self.default_op, task, fut, None, MODE_FUTURE)
+        return fut
+
+    def _submit_call(self, fn, args, kwargs):
+        """Executor.submit: fn(*args, **kwargs) in a worker; a Future."""
+        if self.state != FP_RUNNING:
+            self._raise_closed()
+        fut = self.future_cls()
+        if fn is add and len(args) == 1 and not kwargs:
+            self._submit(OP_NATIVE_ADD, args[0], fut, None, MODE_FUTURE)
+        else:
+            self._submit(OP_CALL, (fn, args, kwargs), fut, None, MODE_FUTURE)
+        return fut
+
+    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1:
+        cdef fp_cell c
+        cdef int32_t slot, need = 1
+        cdef int64_t i, n = 0, per
+        if op == OP_NATIVE_ADD:
+            obj = fp_encode_add(task, &c)
+            if c.kind == K_ADD_ARRAY:
+                n = (<ArrayTask>obj).n
+                need = <int32_t>max(1, min(<int64_t>self.max_chunks, n // MIN_CHUNK))
+        elif op == OP_PROC:
+            c.kind = K_PROC
+            obj = task
+        else:
+            c.kind = K_CALL
+            obj = task
+        if self.n_overflow or self.slots.nfree == 0 or self.record_credits < need:
+            # Room is freed only by the dispatcher, which then moves these on.
+            self.overflow.append((op, task, cb, ctx, mode))
+            self.n_overflow += 1
+            return 0
+        slot = self.slots.take()
+        self.record_credits -= need
+        self.slots.mode[slot] = mode
+        self.slots.cbs[slot] = cb
+        self.slots.ctxs[slot] = ctx
+        self.slots.objs[slot] = obj
+        self.tasks_in += 1
+        c.slot = <uint32_t>slot
+        self.slots.jobs[slot].cells = need
+        if c.kind != K_ADD_ARRAY:
+            self.slots.jobs[slot].remaining = 1
+            self._push_task(&c)
+            fp_idle_wake(self.ctl)
+            return 0
+        # Array: `need` chunk cells over one job; the worker that finishes
+        # the last chunk publishes the result.
+        (<ArrayTask>obj).fill_job(&self.slots.jobs[slot])
+        self.slots.jobs[slot].remaining = need
+        per = (n + need - 1) // need
+        for i in range(need):
+            c.a.i = i * per
+            c.b.i = min(n, (i + 1) * per)
+            self._push_task(&c)
+        fp_add_u32_seq_cst(&self.ctl.work_seq, 1)
+        fp_futex_wake(&self.ctl.work_seq, need)
+        return 0
+
+    cdef inline int _push_task(self, fp_cell *c) except -1:
+        if fp_ring_push(self.tasks, c) != FP_OK:
+            raise SystemError("fastpool: task ring full despite admission control")
+        return 0
+
+    def _raise_closed(self):
+        from fastpool.errors import PoolClosedError
+        raise PoolClosedError("cannot run new tasks: the pool is closed")
+
+    # --------------------------------------------------------------- workers
+
+    def _worker_main(self, int idx):
+        """Body of worker thread idx: the native loop, GIL released."""
+        cdef int rc
+        with nogil:
+            rc = self._worker_loop(idx)
+
+    cdef int _worker_loop(self, int idx) noexcept nogil:
+        cdef fp_ctl *ctl = self.ctl
+        cdef fp_cell c, r
+        cdef bint spinning = False
+        cdef int i, rc
+        cdef bint found
+        # CLOSING keeps workers going until the dispatcher has seen every
+        # result; TERMINATING stops them starting anything new.
+        while fp_load_u32_acquire(&ctl.state) < FP_TERMINATING:
+            if fp_ring_pop(self.tasks, &c) == FP_OK:
+                if spinning and not _short_kind(c.kind):
+                    # Going off to a long task: stop counting as a searcher,
+                    # and hand the search on if more work is waiting.
+                    spinning = False
+                    fp_sub_u32_seq_cst(&ctl.spinners, 1)
+                    if not fp_ring_empty(self.tasks):
+                        fp_idle_wake(ctl)
+                rc = self._run_cell(&c, idx)
+                if rc:
+                    if spinning:
+                        fp_sub_u32_seq_cst(&ctl.spinners, 1)
+                    return rc
+                continue
+            if not spinning:
+                if fp_load_u32_seq_cst(&ctl.spinners) != 0:
+                    fp_idle_park(ctl, _ring_has_work, self.tasks)
+                    continue
+                spinning = True
+                fp_add_u32_seq_cst(&ctl.spinners, 1)
+            found = False
+            for i in range(WORKER_SPIN):
+                fp_cpu_relax()
+                if not fp_ring_empty(self.tasks):
+                    found = True
+                    break
+            if found:
+                continue
+            spinning = False
+            fp_sub_u32_seq_cst(&ctl.spinners, 1)
+            fp_idle_park(ctl, _ring_has_work, self.tasks)
+        if spinning:
+            fp_sub_u32_seq_cst(&ctl.spinners, 1)
+        return 0
+
+    cdef int _run_cell(self, fp_cell *c, int idx) noexcept nogil:
+        """Run one task cell; publish its result.  1 if this worker is lost."""
+        cdef fp_cell r
+        cdef int lost = 0
+        cdef fp_job *job
+        r.slot = c.slot
+        r.b.i = 0
+        if c.kind == K_ADD_I64 or c.kind == K_ADD_F64:
+            fp_add_scalar(c, &r)
+        elif c.kind == K_ADD_ARRAY:
+            job = &self.slots.jobs[c.slot]
+            fp_add_array_chunk(job, c.a.i, c.b.i)
+            if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
+                return 0            # another chunk's worker will publish
+            r.kind = R_ARRAY
+        elif c.kind == K_FAIL:
+            r.kind = R_ERR
+        else:
+            lost = self._run_python(c, &r, idx)
+        self._publish(&r)
+        return lost
+
+    cdef inline void _publish(self, fp_cell *r) noexcept nogil:
+        while fp_ring_push(self.results, r) != FP_OK:
+            fp_cpu_relax()      # unreachable by admission control; never drop
+        fp_dispatcher_notify(self.ctl)
+
+    cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil:
+        cdef int32_t slot = c.slot
+        objs = self.slots.objs
+        try:
+            if c.kind == K_ADD_PY:
+                a, b = objs[slot]
+                res = a + b
+            else:
+                if self.slots.mode[slot] == MODE_FUTURE:
+                    if not self.slots.cbs[slot].set_running_or_notify_cancel():
+                        r.kind = R_CANCELLED
+                        return 0
+                if c.kind == K_PROC:
+                    res = self.processor(objs[slot])
+                else:
+                    fn, args, kwargs = objs[slot]
+                    res = fn(*args, **kwargs)
+            objs[slot] = res
+            r.kind = R_OBJ
+        except Exception as e:
+            objs[slot] = e
+            r.kind = R_ERR
+        except BaseException as e:
+            objs[slot] = e
+            if self.lose_on_base_exception:
+                r.kind = R_LOST
+                r.a.i = idx
+                return 1
+            r.kind = R_ERR
+        return 0
+
+    def _report_lost(self, int idx, bint init_failed):
+        """Called by a worker thread that leaves with no task in hand."""
+        cdef fp_cell r
+        r.slot = FP_NO_SLOT
+        r.kind = R_INIT_FAILED if init_failed else R_WORKER_LOST
+        r.a.i = idx
+        r.b.i = 0
+        with nogil:
+            self._publish(&r)
+
+    # ------------------------------------------------------------ dispatcher
+
+    def _dispatch_main(self):
+        """Body of the dispatcher thread: completions, one at a time."""
+        cdef fp_cell batch[BATCH]
+        cdef int i, n
+        while True:
+            with nogil:
+                n = self._collect(batch, BATCH)
+            for i in range(n):
+                self._complete(&batch[i])
+            if self.n_overflow:
+                self._flush_overflow()
+            if self.state == FP_TERMINATING or (
+                    self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
+                break
+        self._teardown()
+
+    cdef int _collect(self, fp_cell *out, int limit) noexcept nogil:
+        cdef int n = 0, i
+        while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
+            n += 1
+        if n:
+            return n
+        for i in range(DISPATCH_SPIN):
+            fp_cpu_relax()
+            if not fp_ring_empty(self.results):
+                break
+        else:
+            fp_dispatcher_park(self.ctl, _ring_has_work, self.results)
+        while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
+            n += 1
+        return n
+
+    cdef int _complete(self, fp_cell *r) except -1:
+        cdef int32_t slot
+        cdef uint8_t mode
+        if r.slot == FP_NO_SLOT:
+            self._on_worker_lost(r.a.i, r.kind == R_INIT_FAILED)
+            return 0
+        slot = <int32_t>r.slot
+        mode = self.slots.mode[slot]
+        cb = self.slots.cbs[slot]
+        ctx = self.slots.ctxs[slot]
+        obj = self.slots.objs[slot]
+        self.slots.cbs[slot] = None
+        self.slots.ctxs[slot] = None
+        self.slots.objs[slot] = None
+        self._release_slot(slot)
+        err = None
+        value = None
+        if r.kind == R_INT:
+            value = fp_int_result(r)
+        elif r.kind == R_FLOAT:
+            value = r.a.d
+        elif r.kind == R_OBJ:
+            value = obj
+        elif r.kind == R_ARRAY:
+            (<ArrayTask>obj).release()
+            value = (<ArrayTask>obj).result
+        elif r.kind == R_ERR:
+            err = obj
+        elif r.kind == R_LOST:
+            err = self._worker_exited_error(obj)
+        elif r.kind == R_CANCELLED:
+            return 0
+        self._deliver(mode, cb, ctx, err, value)
+        if r.kind == R_LOST:
+            self._on_worker_lost(r.a.i, False, obj)
+        return 0
+
+    cdef void _release_slot(self, int32_t slot) noexcept:
+        # Give back the slot and the ring cells the task held.
+        self.record_credits += self.slots.jobs[slot].cells
+        memset(&self.slots.jobs[slot], 0, sizeof(fp_job))
+        self.slots.give(slot)
+        self.tasks_out += 1
+
+    cdef int _deliver(self, uint8_t mode, object cb, object ctx, object err, object value) except -1:
+        if mode == MODE_FUTURE:
+            _resolve(cb, err, value)
+            return 0
+        PyContext_Enter(ctx)
+        try:
+            cb(err, value)
+        except BaseException as e:
+            self._callback_error(e)
+        finally:
+            PyContext_Exit(ctx)
+        return 0
+
+    cdef int _flush_overflow(self) except -1:
+        # Move deferred tasks into the rings, oldest first, while room lasts.
+        while self.n_overflow and self.slots.nfree and self.record_credits >= self.max_chunks:
+            op, task, cb, ctx, mode = self.overflow.popleft()
+            self.n_overflow -= 1
+            self._submit(op, task, cb, ctx, mode)
+        return 0
+
+    cdef int _teardown(self) except -1:
+        cdef fp_cell c
+        cdef bint terminating = self.state == FP_TERMINATING
+        with nogil:
+            fp_store_u32_seq_cst(&self.ctl.state, FP_STOPPING)
+            fp_idle_wake_all(self.ctl)
+        self._join_workers()
+        # Workers are gone: what they published completes normally; what
+        # they never started fails with PoolClosedError.
+        while fp_ring_pop(self.results, &c) == FP_OK:
+            self._complete(&c)
+        if terminating:
+            self._fail_unstarted(self._closed_error)
+        self._release_memory()
+        return 0
+
+    def _fail_unstarted(self, make_error):
+        """Complete every task no worker has started with make_error()."""
+        cdef fp_cell c
+        while fp_ring_pop(self.tasks, &c) == FP_OK:
+            self.slots.jobs[c.slot].remaining -= 1
+            if self.slots.jobs[c.slot].remaining == 0:
+                # The last cell of its task: fail the task once.
+                c.kind = R_ERR
+                self.slots.objs[c.slot] = make_error()
+                self._complete(&c)
+        while self.n_overflow:
+            op, task, cb, ctx, mode = self.overflow.popleft()
+            self.n_overflow -= 1
+            self.tasks_in += 1
+            self.tasks_out += 1
+            self._deliver(mode, cb, ctx, make_error(), None)
+
+    def _pending_futures(self):
+        """Futures of tasks not yet completed (for shutdown(cancel_futures))."""
+        cdef int32_t i
+        futs = [e[2] for e in self.overflow if e[4] == MODE_FUTURE]
+        for i in range(self.slots.capacity):
+            if self.slots.mode[i] == MODE_FUTURE and self.slots.cbs[i] is not None:
+                futs.append(self.slots.cbs[i])
+        return futs
+
+    def _idle_workers(self):
+        """Workers parked or looking for work (a hint, for lazy spawning)."""
+        if self.ctl == NULL:
+            return 0
+        return fp_load_u32_seq_cst(&self.ctl.sleepers) + fp_load_u32_seq_cst(&self.ctl.spinners)
+
+    def _release_memory(self):
+        self.base = NULL
+        self.ctl = NULL
+        self.tasks = NULL
+        self.results = NULL
+        shm, self._shm = self._shm, None
+        if shm is not None:
+            shm.close()
+            if os.getpid() == self._creator_pid:
+                shm.unlink()
+
+    # ------------------------------------------------------------ lifecycle
+
+    cdef bint _set_state(self, uint32_t state):
+        # GIL held; state only moves forward.  Wake the dispatcher to act.
+        if self.state >= state or self.ctl == NULL:
+            return False
+        self.state = state
+        fp_store_u32_seq_cst(&self.ctl.state, state)
+        fp_dispatcher_wake(self.ctl)
+        if state >= FP_TERMINATING:
+            fp_idle_wake_all(self.ctl)
+        return True
+
+    def _request_close(self):
+        return self._set_state(FP_CLOSING)
+
+    def _request_terminate(self):
+        return self._set_state(FP_TERMINATING)
+
+    def _stats(self):
+        """Counters for tests: accepted and completed tasks, and what is held."""
+        return {"tasks_in": self.tasks_in, "tasks_out": self.tasks_out,
+                "slots_in_use": self.slots.in_use() if self.slots is not None else 0,
+                "overflow": self.n_overflow}
+
+
+def _resolve(fut, err, value):
+    """Complete a concurrent.futures.Future, respecting a cancel."""
+    try:
+        if fut._state == "CANCELLED":
+            fut.set_running_or_notify_cancel()
+        elif err is None:
+            fut.set_result(value)
+        else:
+            fut.set_exception(err)
+    except InvalidStateError:
+        # Cancelled between our look and our write: let its waiters know.
+        if fut._state == "CANCELLED":
+            fut.set_running_or_notify_cancel()

@@ -1,0 +1,71 @@
+# Free-list bookkeeping: idle workers (park/wake) and free task slots.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+
+# Control words at the start of the shared block.  Each group that is
+# written by different threads sits on its own cache line.
+ctypedef struct fp_ctl:
+    uint32_t magic
+    uint32_t state           # FP_RUNNING .. FP_STOPPING; written by Python threads
+    uint64_t task_ring       # offset of the task ring from the block start
+    uint64_t result_ring     # offset of the result ring
+    uint8_t _pad0[40]
+    uint32_t work_seq        # futex word idle workers sleep on
+    uint32_t sleepers        # workers parked, or about to park
+    uint32_t spinners        # workers awake and looking for work
+    uint32_t waking          # a wake-up is on its way to a parked worker
+    uint8_t _pad1[48]
+    uint32_t disp_seq        # futex word the dispatcher sleeps on
+    uint32_t disp_sleeping   # the dispatcher is parked, or about to park
+    uint8_t _pad2[56]
+
+cdef enum:
+    FP_MAGIC = 0x46504f4f    # "FPOO"
+    FP_RUNNING = 0
+    FP_CLOSING = 1           # accept nothing new; finish what was accepted
+    FP_TERMINATING = 2       # accept nothing new; start nothing new
+    FP_STOPPING = 3          # workers leave their loop
+
+cdef void fp_idle_wake(fp_ctl *ctl) noexcept nogil
+cdef void fp_idle_wake_all(fp_ctl *ctl) noexcept nogil
+cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg) noexcept nogil
+cdef void fp_dispatcher_wake(fp_ctl *ctl) noexcept nogil
+cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil
+cdef void fp_dispatcher_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg) noexcept nogil
+
+# What a worker needs to run one chunk of an array task.  Process-local
+# (it holds pointers into the caller's buffers), indexed by task slot.
+ctypedef struct fp_job:
+    char *a
+    char *b
+    char *out
+    int64_t n
+    int64_t remaining        # chunks not yet finished
+    int32_t dtype
+    int32_t cells            # task-ring cells the task was admitted for
+
+cdef enum:
+    FP_NO_SLOT = 0xffffffff
+
+cdef class SlotTable:
+    cdef readonly int32_t capacity
+    cdef int32_t nfree
+    cdef int32_t *free
+    cdef fp_job *jobs
+    cdef uint8_t *mode
+    cdef list cbs
+    cdef list ctxs
+    cdef list objs
+
+    cdef inline int32_t take(self) noexcept:
+        # GIL held: slots are taken and given back only by Python threads.
+        if self.nfree == 0:
+            return -1
+        self.nfree -= 1
+        return self.free[self.nfree]
+
+    cdef inline void give(self, int32_t slot) noexcept:
+        self.free[self.nfree] = slot
+        self.nfree += 1
+
+    cdef inline int32_t in_use(self) noexcept:
+        return self.capacity - self.nfree

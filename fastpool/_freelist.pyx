@@ -1,0 +1,100 @@
+# Free-list bookkeeping.
+#
+# Idle workers.  The kernel's futex queue on ctl.work_seq is the list of idle
+# workers: FUTEX_WAKE with n = 1 takes exactly one of them off it, so a
+# submit wakes one parked worker, never all.  Around it three counters keep
+# the wake-ups rare:
+#   spinners  workers awake and looking for work; while there is one, a new
+#             task will be found without any wake-up, so submit makes no
+#             system call at all (the common case under load);
+#   sleepers  workers that announced they are about to sleep;
+#   waking    one wake-up is already on its way, so a burst of submits sends
+#             one, not one per task.
+# The handshake is the classic Dekker pair, hence seq_cst: the submitter
+# publishes the task, then reads `sleepers`; the parker raises `sleepers`,
+# then re-reads the ring.  At least one of them sees the other.
+#
+# Free task slots.  A fixed table (capacity = ring size) maps a slot id,
+# carried in ring cells, to the Python objects of the task: callback or
+# future, its Context, and the task's own objects.  The free list is a stack
+# of ids, touched only with the GIL held.  Taking a slot is also admission
+# control: at most `capacity` tasks are in the rings at once, so neither ring
+# can ever be full when a producer pushes.
+from libc.stdlib cimport malloc, calloc, free as c_free
+from libc.limits cimport INT_MAX
+
+cdef void fp_idle_wake(fp_ctl *ctl) noexcept nogil:
+    # Called after publishing work.  seq_cst fence: our push must be visible
+    # before we read `sleepers` (the other half of the Dekker pair is in park).
+    fp_fence_seq_cst()
+    if fp_load_u32_seq_cst(&ctl.sleepers) == 0:
+        return
+    if fp_load_u32_seq_cst(&ctl.spinners) != 0:
+        return
+    if fp_xchg_u32_seq_cst(&ctl.waking, 1) != 0:
+        return
+    # Bump before waking: a parker that read the old value will not sleep.
+    fp_add_u32_seq_cst(&ctl.work_seq, 1)
+    fp_futex_wake(&ctl.work_seq, 1)
+
+cdef void fp_idle_wake_all(fp_ctl *ctl) noexcept nogil:
+    fp_add_u32_seq_cst(&ctl.work_seq, 1)
+    fp_futex_wake(&ctl.work_seq, INT_MAX)
+
+cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg) noexcept nogil:
+    fp_add_u32_seq_cst(&ctl.sleepers, 1)
+    fp_fence_seq_cst()
+    # Read the word before re-checking: a wake that comes after the check
+    # changes it, and futex_wait then returns at once.
+    cdef uint32_t seen = fp_load_u32_seq_cst(&ctl.work_seq)
+    if not has_work(arg) and fp_load_u32_acquire(&ctl.state) < FP_STOPPING:
+        fp_futex_wait(&ctl.work_seq, seen)
+    fp_sub_u32_seq_cst(&ctl.sleepers, 1)
+    # Whether we slept or not, a wake-up counted against us is spent; let
+    # the next submit send another if it must.
+    fp_store_u32_seq_cst(&ctl.waking, 0)
+
+cdef void fp_dispatcher_wake(fp_ctl *ctl) noexcept nogil:
+    # Unconditional: for close/terminate and other control changes.
+    fp_add_u32_seq_cst(&ctl.disp_seq, 1)
+    fp_futex_wake(&ctl.disp_seq, 1)
+
+cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil:
+    # After publishing a result.  Only the first worker to find the
+    # dispatcher asleep wakes it: one wake-up per batch, not per result.
+    fp_fence_seq_cst()
+    if fp_load_u32_seq_cst(&ctl.disp_sleeping) == 0:
+        return
+    if fp_xchg_u32_seq_cst(&ctl.disp_sleeping, 0) == 1:
+        fp_dispatcher_wake(ctl)
+
+cdef void fp_dispatcher_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg) noexcept nogil:
+    cdef uint32_t seen = fp_load_u32_seq_cst(&ctl.disp_seq)
+    fp_store_u32_seq_cst(&ctl.disp_sleeping, 1)
+    fp_fence_seq_cst()
+    if not has_work(arg):
+        fp_futex_wait(&ctl.disp_seq, seen)
+    fp_store_u32_seq_cst(&ctl.disp_sleeping, 0)
+
+
+cdef class SlotTable:
+    def __cinit__(self, int32_t capacity):
+        self.capacity = capacity
+        self.nfree = capacity
+        self.free = <int32_t *>malloc(capacity * sizeof(int32_t))
+        self.jobs = <fp_job *>calloc(capacity, sizeof(fp_job))
+        self.mode = <uint8_t *>calloc(capacity, sizeof(uint8_t))
+        if self.free == NULL or self.jobs == NULL or self.mode == NULL:
+            raise MemoryError()
+        cdef int32_t i
+        # Stack order: slot 0 on top, so a quiet pool reuses the same few.
+        for i in range(capacity):
+            self.free[i] = capacity - 1 - i
+        self.cbs = [None] * capacity
+        self.ctxs = [None] * capacity
+        self.objs = [None] * capacity
+
+    def __dealloc__(self):
+        c_free(self.free)
+        c_free(self.jobs)
+        c_free(self.mode)

@@ -1,0 +1,32 @@
+# The kernel ABI: what travels in a task cell and what comes back.
+from libc.stdint cimport int32_t, int64_t
+
+cdef enum:
+    # task kinds (cell.kind in the task ring)
+    K_ADD_I64 = 1      # a.i + b.i, exact (overflow carried out)
+    K_ADD_F64 = 2      # a.d + b.d
+    K_ADD_PY = 3       # Python's a + b on the slot's objects, with the GIL
+    K_ADD_ARRAY = 4    # elements [a.i, b.i) of the array job in the slot
+    K_FAIL = 5         # bad task: the slot holds its exception; echo it
+    K_PROC = 6         # the pool's Python processor(task), with the GIL
+    K_CALL = 7         # fn(*args, **kwargs) from the slot, with the GIL
+
+    # result kinds (cell.kind in the result ring)
+    R_INT = 1          # a.i + b.i * 2**64  (b.i is the carry: -1, 0 or 1)
+    R_FLOAT = 2        # a.d
+    R_OBJ = 3          # the slot's object is the result
+    R_ERR = 4          # the slot's object is the exception
+    R_LOST = 5         # the worker a.i was lost running this task
+    R_CANCELLED = 6    # the task's future was cancelled before it ran
+    R_ARRAY = 7        # the array job in the slot is complete
+    R_WORKER_LOST = 8  # no slot: worker a.i was lost between tasks
+    R_INIT_FAILED = 9  # no slot: worker a.i's initializer raised
+
+    DT_F64 = 1
+    DT_F32 = 2
+    DT_I64 = 3
+    DT_I32 = 4
+
+cdef class Kernel:
+    cdef readonly str name
+    cdef int op

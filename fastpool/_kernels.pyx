@@ -1,0 +1,290 @@
+# Built-in kernels: task parsing (with the GIL) and compute (without it).
+from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer,
+                             PyBUF_FORMAT, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE)
+from cpython.dict cimport PyDict_GetItem
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
+from cpython.object cimport PyObject
+from cpython.float cimport PyFloat_AS_DOUBLE
+from libc.stdint cimport uint32_t, uint64_t
+
+cdef enum:
+    OP_ADD = 1
+
+cdef str _ADD = "add kernel"
+
+
+cdef class ArrayTask:
+    """The buffers of one array add, held until the task completes."""
+    cdef Py_buffer va, vb, vo
+    cdef bint ha, hb, ho
+    cdef readonly object result
+    cdef int32_t dtype
+    cdef int64_t n
+
+    def __dealloc__(self):
+        self.release()
+
+    cdef void release(self) noexcept:
+        if self.ha:
+            PyBuffer_Release(&self.va)
+            self.ha = False
+        if self.hb:
+            PyBuffer_Release(&self.vb)
+            self.hb = False
+        if self.ho:
+            PyBuffer_Release(&self.vo)
+            self.ho = False
+
+    cdef void fill_job(self, fp_job *job) noexcept:
+        job.a = <char *>self.va.buf
+        job.b = <char *>self.vb.buf
+        job.out = <char *>self.vo.buf
+        job.n = self.n
+        job.dtype = self.dtype
+
+
+cdef int32_t _dtype_of(Py_buffer *v) noexcept:
+    cdef const char *f = v.format
+    if f == NULL:
+        return 0
+    if f[0] == b'@' or f[0] == b'=' or f[0] == b'<':
+        # '<' is native only on little-endian machines, which is all we run on.
+        f += 1
+    if f[1] != 0:
+        return 0
+    if f[0] == b'd' and v.itemsize == 8:
+        return DT_F64
+    if f[0] == b'f' and v.itemsize == 4:
+        return DT_F32
+    if (f[0] == b'q' or f[0] == b'l') and v.itemsize == 8:
+        return DT_I64
+    if (f[0] == b'i' or f[0] == b'l') and v.itemsize == 4:
+        return DT_I32
+    return 0
+
+cdef str _TYPECODES = "?dfqi"
+
+cdef object _new_like(object a, int32_t dtype, int64_t n):
+    t = type(a)
+    if t.__name__ == "ndarray" and t.__module__ == "numpy":
+        import numpy
+        return numpy.empty_like(a)
+    import array
+    out = array.array(_TYPECODES[dtype])
+    if n:
+        out.frombytes(bytes(n * out.itemsize))
+    return out
+
+cdef object _array_task(object a, object b, object out):
+    """Validate buffers a, b (and out); return an ArrayTask or an exception."""
+    cdef ArrayTask t = ArrayTask()
+    if not PyObject_CheckBuffer(b):
+        return TypeError(f"{_ADD}: 'a' is a buffer, so 'b' must be one too, not {type(b).__name__}")
+    try:
+        PyObject_GetBuffer(a, &t.va, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
+        t.ha = True
+        PyObject_GetBuffer(b, &t.vb, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
+        t.hb = True
+    except BufferError as e:
+        return TypeError(f"{_ADD}: 'a' and 'b' must be C-contiguous buffers ({e})")
+    t.dtype = _dtype_of(&t.va)
+    if t.dtype == 0:
+        return TypeError(f"{_ADD}: unsupported element type {(<bytes>t.va.format).decode()!r} "
+                         "(float64, float32, int64 or int32)")
+    if _dtype_of(&t.vb) != t.dtype:
+        return TypeError(f"{_ADD}: 'a' and 'b' must have the same element type")
+    t.n = t.va.len // t.va.itemsize
+    cdef int64_t nb = t.vb.len // t.vb.itemsize
+    if nb != t.n:
+        return ValueError(f"{_ADD}: 'a' and 'b' differ in length ({t.n} != {nb})")
+    if out is None:
+        out = _new_like(a, t.dtype, t.n)
+    elif not PyObject_CheckBuffer(out):
+        return TypeError(f"{_ADD}: 'out' must be a writable buffer, not {type(out).__name__}")
+    try:
+        PyObject_GetBuffer(out, &t.vo, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        t.ho = True
+    except BufferError as e:
+        return TypeError(f"{_ADD}: 'out' must be a writable C-contiguous buffer ({e})")
+    if _dtype_of(&t.vo) != t.dtype:
+        return TypeError(f"{_ADD}: 'out' must have the same element type as 'a' and 'b'")
+    if t.vo.len // t.vo.itemsize != t.n:
+        return ValueError(f"{_ADD}: 'out' has length {t.vo.len // t.vo.itemsize}, expected {t.n}")
+    t.result = out
+    return t
+
+
+cdef inline int _scalar(object x, fp_word *w) noexcept:
+    """1: int64 in w.i, 2: float in w.d, 3: another int/float (Python path),
+    4: a buffer, 0: not an operand."""
+    cdef int overflow = 0
+    cdef type t = type(x)
+    if t is int or t is bool:
+        w.i = PyLong_AsLongLongAndOverflow(x, &overflow)
+        return 3 if overflow else 1
+    if t is float:
+        w.d = PyFloat_AS_DOUBLE(x)
+        return 2
+    if isinstance(x, (int, float)):
+        return 3
+    if PyObject_CheckBuffer(x) and not isinstance(x, (bytes, bytearray, str)):
+        return 4
+    return 0
+
+cdef object _bad_operand(str name, object x):
+    return TypeError(f"{_ADD}: {name!r} must be an int, a float or a numeric buffer, "
+                     f"not {type(x).__name__}")
+
+cdef object fp_encode_add(object task, fp_cell *c):
+    """Parse an add task into c.  Returns the objects the slot must hold:
+    None for a fully native task, (a, b) for the exact Python path, an
+    ArrayTask for arrays, or the exception for a bad task (c.kind K_FAIL)."""
+    cdef PyObject *pa
+    cdef PyObject *pb
+    cdef object a, b, out = None
+    cdef type t = type(task)
+    if t is dict:
+        pa = PyDict_GetItem(task, "a")
+        pb = PyDict_GetItem(task, "b")
+        if pa == NULL or pb == NULL:
+            c.kind = K_FAIL
+            return KeyError(f"{_ADD}: task is missing key {'a' if pa == NULL else 'b'!r}")
+        a = <object>pa
+        b = <object>pb
+        if len(<dict>task) > 2:
+            out = task.get("out")
+    elif t is tuple:
+        if len(<tuple>task) != 2:
+            c.kind = K_FAIL
+            return ValueError(f"{_ADD}: a tuple task must be a 2-tuple (a, b), "
+                              f"not a {len(<tuple>task)}-tuple")
+        a = (<tuple>task)[0]
+        b = (<tuple>task)[1]
+    else:
+        return _encode_slow(task, c)
+    return _encode_operands(a, b, out, c)
+
+cdef object _encode_slow(object task, fp_cell *c):
+    from collections.abc import Mapping
+    if isinstance(task, Mapping):
+        missing = "a" if "a" not in task else ("b" if "b" not in task else None)
+        if missing is not None:
+            c.kind = K_FAIL
+            return KeyError(f"{_ADD}: task is missing key {missing!r}")
+        return _encode_operands(task["a"], task["b"], task.get("out"), c)
+    if isinstance(task, tuple):
+        if len(task) != 2:
+            c.kind = K_FAIL
+            return ValueError(f"{_ADD}: a tuple task must be a 2-tuple (a, b), not a {len(task)}-tuple")
+        return _encode_operands(task[0], task[1], None, c)
+    c.kind = K_FAIL
+    return TypeError(f"{_ADD}: task must be a mapping with keys 'a' and 'b' or a 2-tuple, "
+                     f"not {type(task).__name__}")
+
+cdef inline object _encode_operands(object a, object b, object out, fp_cell *c):
+    cdef int ka = _scalar(a, &c.a)
+    cdef int kb = _scalar(b, &c.b)
+    if ka == 1 and kb == 1:
+        c.kind = K_ADD_I64
+        return None
+    if ka == 0:
+        c.kind = K_FAIL
+        return _bad_operand("a", a)
+    if kb == 0:
+        c.kind = K_FAIL
+        return _bad_operand("b", b)
+    if ka == 4 or kb == 4:
+        if ka != 4:
+            c.kind = K_FAIL
+            return TypeError(f"{_ADD}: 'b' is a buffer, so 'a' must be one too, not {type(a).__name__}")
+        r = _array_task(a, b, out)
+        c.kind = K_FAIL if isinstance(r, Exception) else K_ADD_ARRAY
+        return r
+    if ka == 3 or kb == 3:
+        c.kind = K_ADD_PY
+        return (a, b)
+    # int64 and float mixed: Python converts the int with correct rounding,
+    # and so does the C conversion (round to nearest, ties to even).
+    if ka == 1:
+        c.a.d = <double>c.a.i
+    if kb == 1:
+        c.b.d = <double>c.b.i
+    c.kind = K_ADD_F64
+    return None
+
+
+cdef inline void fp_add_scalar(const fp_cell *t, fp_cell *r) noexcept nogil:
+    if t.kind == K_ADD_I64:
+        r.kind = R_INT
+        if fp_add_i64_overflow(t.a.i, t.b.i, &r.a.i):
+            # Both operands had the sign of the true sum; it is 2**64 away.
+            r.b.i = 1 if t.a.i >= 0 else -1
+        else:
+            r.b.i = 0
+    else:
+        r.kind = R_FLOAT
+        r.a.d = t.a.d + t.b.d
+
+cdef object fp_int_result(const fp_cell *r):
+    v = PyLong_FromLongLong(r.a.i)
+    if r.b.i:
+        carry = PyLong_FromLongLong(r.b.i)
+        v += carry << 64
+    return v
+
+cdef void fp_add_array_chunk(const fp_job *j, int64_t start, int64_t stop) noexcept nogil:
+    # Integer lanes wrap like numpy's: add as unsigned, where C defines it.
+    cdef int64_t i
+    if j.dtype == DT_F64:
+        for i in range(start, stop):
+            (<double *>j.out)[i] = (<double *>j.a)[i] + (<double *>j.b)[i]
+    elif j.dtype == DT_F32:
+        for i in range(start, stop):
+            (<float *>j.out)[i] = (<float *>j.a)[i] + (<float *>j.b)[i]
+    elif j.dtype == DT_I64:
+        for i in range(start, stop):
+            (<uint64_t *>j.out)[i] = (<uint64_t *>j.a)[i] + (<uint64_t *>j.b)[i]
+    else:
+        for i in range(start, stop):
+            (<uint32_t *>j.out)[i] = (<uint32_t *>j.a)[i] + (<uint32_t *>j.b)[i]
+
+
+cdef class Kernel:
+    """A native kernel: the pool runs it without the GIL.
+
+    Also a plain callable that computes one task in the calling thread.
+    """
+    def __cinit__(self, str name, int op):
+        self.name = name
+        self.op = op
+
+    def __repr__(self):
+        return f"<fastpool kernel {self.name!r}>"
+
+    def __reduce__(self):
+        return (_kernel_by_name, (self.name,))
+
+    def __call__(self, task):
+        cdef fp_cell c, r
+        cdef fp_job job
+        obj = fp_encode_add(task, &c)
+        if c.kind == K_ADD_I64 or c.kind == K_ADD_F64:
+            fp_add_scalar(&c, &r)
+            return fp_int_result(&r) if r.kind == R_INT else r.a.d
+        if c.kind == K_ADD_PY:
+            return obj[0] + obj[1]
+        if c.kind == K_ADD_ARRAY:
+            (<ArrayTask>obj).fill_job(&job)
+            with nogil:
+                fp_add_array_chunk(&job, 0, job.n)
+            (<ArrayTask>obj).release()
+            return (<ArrayTask>obj).result
+        raise obj
+
+
+add = Kernel("add", OP_ADD)
+
+def _kernel_by_name(name):
+    if name == "add":
+        return add
+    raise ValueError(f"no kernel named {name!r}")

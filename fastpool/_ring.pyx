@@ -1,0 +1,189 @@
+# Bounded MPMC ring (Vyukov's sequence-per-cell design) in shared memory.
+#
+#   fp_ring header          cells (capacity of them, 32 bytes each)
+#   +-----------------+     +-----+------+------+---------+---------+
+#   | mask            |     | seq | slot | kind | a (8 B) | b (8 B) |  cell 0
+#   | cells_offset ---+---> +-----+------+------+---------+---------+
+#   | enqueue_pos     |     |                  ...                  |
+#   | dequeue_pos     |     +---------------------------------------+
+#   +-----------------+
+#
+# Cell i starts with seq == i.  A producer that claimed position p (CAS on
+# enqueue_pos) owns cell p & mask while cell.seq == p, writes the message,
+# then stores seq = p + 1 (release): the message is published.  A consumer
+# that claimed p (CAS on dequeue_pos) waits for seq == p + 1 (acquire: it
+# sees the message), copies it out, then stores seq = p + capacity
+# (release): the cell is free for the producer one lap later.
+#
+# Who writes what: producers write enqueue_pos and a cell's message, then
+# its seq; consumers write dequeue_pos and a cell's seq.  Only offsets are
+# stored, so another process can map the same block at another address.
+from libc.string cimport memset
+
+cdef inline fp_cell *_cells(fp_ring *r) noexcept nogil:
+    return <fp_cell *>((<char *>r) + r.cells_offset)
+
+cdef size_t fp_ring_bytes(uint64_t capacity) noexcept nogil:
+    return sizeof(fp_ring) + capacity * sizeof(fp_cell)
+
+cdef void fp_ring_init(fp_ring *r, uint64_t capacity) noexcept nogil:
+    # capacity must be a power of two >= 2 (checked by the Python caller).
+    memset(r, 0, fp_ring_bytes(capacity))
+    r.mask = capacity - 1
+    r.cells_offset = sizeof(fp_ring)
+    cdef fp_cell *cells = _cells(r)
+    cdef uint64_t i
+    for i in range(capacity):
+        cells[i].seq = i
+    # The block is handed to other threads by starting them afterwards
+    # (thread creation is a full barrier), so plain stores are enough here.
+
+cdef int fp_ring_push(fp_ring *r, const fp_cell *msg) noexcept nogil:
+    cdef fp_cell *cells = _cells(r)
+    cdef fp_cell *cell
+    cdef uint64_t seq
+    cdef int64_t dif
+    # relaxed: the position is only a ticket; the cell's seq orders the data.
+    cdef uint64_t pos = fp_load_u64_relaxed(&r.enqueue_pos)
+    while True:
+        cell = &cells[pos & r.mask]
+        # acquire: pairs with the consumer's release of seq, so our writes
+        # to the cell cannot overtake its reads of the previous message.
+        seq = fp_load_u64_acquire(&cell.seq)
+        dif = <int64_t>(seq - pos)
+        if dif == 0:
+            if fp_cas_u64_relaxed(&r.enqueue_pos, &pos, pos + 1):
+                break
+            # CAS failure reloaded pos; try the new position.
+        elif dif < 0:
+            return FP_FULL          # the cell still holds last lap's message
+        else:
+            pos = fp_load_u64_relaxed(&r.enqueue_pos)
+    cell.slot = msg.slot
+    cell.kind = msg.kind
+    cell.a = msg.a
+    cell.b = msg.b
+    # release: publishes the message written above to the consumer.
+    fp_store_u64_release(&cell.seq, pos + 1)
+    return FP_OK
+
+cdef int fp_ring_pop(fp_ring *r, fp_cell *out) noexcept nogil:
+    cdef fp_cell *cells = _cells(r)
+    cdef fp_cell *cell
+    cdef uint64_t seq
+    cdef int64_t dif
+    cdef uint64_t pos = fp_load_u64_relaxed(&r.dequeue_pos)
+    while True:
+        cell = &cells[pos & r.mask]
+        # acquire: pairs with the producer's release; the message is visible.
+        seq = fp_load_u64_acquire(&cell.seq)
+        dif = <int64_t>(seq - (pos + 1))
+        if dif == 0:
+            if fp_cas_u64_relaxed(&r.dequeue_pos, &pos, pos + 1):
+                break
+        elif dif < 0:
+            return FP_EMPTY         # not yet published
+        else:
+            pos = fp_load_u64_relaxed(&r.dequeue_pos)
+    out.slot = cell.slot
+    out.kind = cell.kind
+    out.a = cell.a
+    out.b = cell.b
+    # release: our reads of the message happen before the producer's reuse.
+    fp_store_u64_release(&cell.seq, pos + r.mask + 1)
+    return FP_OK
+
+cdef bint fp_ring_empty(fp_ring *r) noexcept nogil:
+    # A hint for the park/wake handshake: true when the next cell to pop has
+    # not been published.  acquire, like pop, so a true "non-empty" is real.
+    cdef uint64_t pos = fp_load_u64_relaxed(&r.dequeue_pos)
+    cdef fp_cell *cell = &_cells(r)[pos & r.mask]
+    return <int64_t>(fp_load_u64_acquire(&cell.seq) - (pos + 1)) < 0
+
+
+cdef class Ring:
+    """A ring over a shared-memory block, for tests and tools.
+
+    The pool uses the fp_ring_* functions directly; this class lets the ring
+    be exercised alone, from many threads, with the GIL released around the
+    native loops.
+    """
+    cdef object _shm
+    cdef object _view
+    cdef fp_ring *_r
+    cdef readonly uint64_t capacity
+
+    def __cinit__(self, uint64_t capacity):
+        if capacity < 2 or (capacity & (capacity - 1)):
+            raise ValueError(f"capacity must be a power of two >= 2, got {capacity}")
+        from multiprocessing import shared_memory
+        self._shm = shared_memory.SharedMemory(create=True, size=fp_ring_bytes(capacity))
+        self._view = self._shm.buf
+        cdef unsigned char[::1] mv = self._view
+        self._r = <fp_ring *>&mv[0]
+        self.capacity = capacity
+        fp_ring_init(self._r, capacity)
+
+    def close(self):
+        if self._shm is not None:
+            self._r = NULL
+            self._view.release()
+            self._shm.close()
+            self._shm.unlink()
+            self._shm = None
+
+    cdef fp_ring *_ring(self) except NULL:
+        if self._r == NULL:
+            raise ValueError("ring is closed")
+        return self._r
+
+    def push(self, int64_t value):
+        """Push one value; False when the ring is full."""
+        cdef fp_cell c
+        c.slot = 0
+        c.kind = 0
+        c.a.i = value
+        c.b.i = 0
+        return fp_ring_push(self._ring(), &c) == FP_OK
+
+    def pop(self):
+        """Pop one value; None when the ring is empty."""
+        cdef fp_cell c
+        if fp_ring_pop(self._ring(), &c) == FP_OK:
+            return c.a.i
+        return None
+
+    def push_range(self, int64_t start, int64_t stop):
+        """Push start..stop-1 without the GIL, retrying while full."""
+        cdef fp_ring *r = self._ring()
+        cdef fp_cell c
+        cdef int64_t v
+        c.slot = 0
+        c.kind = 0
+        c.b.i = 0
+        with nogil:
+            v = start
+            while v < stop:
+                c.a.i = v
+                if fp_ring_push(r, &c) == FP_OK:
+                    v += 1
+                else:
+                    fp_cpu_relax()
+
+    def pop_into(self, int64_t[::1] out, int64_t[::1] done):
+        """Pop values into out[] without the GIL until the shared counter
+        done[0] (one per value popped, by all consumers) reaches len(out).
+        Returns how many this call popped; they land at out[0:n]."""
+        cdef fp_ring *r = self._ring()
+        cdef fp_cell c
+        cdef Py_ssize_t n = 0, total = out.shape[0]
+        cdef int64_t *counter = &done[0]
+        with nogil:
+            while fp_load_i64_acquire(counter) < total:
+                if fp_ring_pop(r, &c) == FP_OK:
+                    out[n] = c.a.i
+                    n += 1
+                    fp_add_i64_acq_rel(counter, 1)
+                else:
+                    fp_cpu_relax()
+        return n

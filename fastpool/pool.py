@@ -1,0 +1,257 @@
+"""WorkerPool: the Node.js WorkerPool, on fastpool's native core.
+
+The native core (`fastpool._core.Core`) owns the rings, the worker loops and
+the dispatcher loop, and runs `run_task`/`run` itself, so the per-task path
+never passes through Python code here.  This layer validates arguments,
+starts, replaces and joins threads, emits events, and speaks the
+`concurrent.futures.Executor` interface.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from concurrent.futures import Executor
+from typing import Any, Callable, Iterable, Iterator
+
+from fastpool._core import Core
+from fastpool._future import PoolFuture
+from fastpool.errors import PoolClosedError, WorkerExitedError
+
+__all__ = ["WorkerPool"]
+
+logger = logging.getLogger("fastpool")
+
+EVENTS = ("error", "spawn", "exit")
+_pool_ids = iter(range(1, 1 << 62))
+_live_pools: "weakref.WeakSet[_PoolBase]" = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _close_all_at_exit() -> None:
+    # Like concurrent.futures: at interpreter exit, finish what was accepted.
+    for pool in list(_live_pools):
+        pool._close_at_exit()
+
+
+def _track(pool: "_PoolBase") -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        # Runs before threading joins non-daemon threads, so our threads
+        # are told to stop instead of being waited on forever.
+        threading._register_atexit(_close_all_at_exit)
+        _atexit_registered = True
+    _live_pools.add(pool)
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+class _PoolBase(Core, Executor):
+    """Threads, events and lifecycle shared by WorkerPool and ThreadPoolExecutor."""
+
+    _lose_on_base_exception = True
+
+    def _start(self, num_threads: int, processor: Any, ring_size: int,
+               worker_names: list[str], lazy: bool = False) -> None:
+        if isinstance(ring_size, bool) or not isinstance(ring_size, int):
+            raise TypeError(f"ring_size must be an int, not {type(ring_size).__name__}")
+        if ring_size < 2 or ring_size & (ring_size - 1):
+            raise ValueError(f"ring_size must be a power of two >= 2, got {ring_size}")
+        self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
+        self._worker_names = worker_names
+        self._workers: list[threading.Thread | None] = [None] * num_threads
+        self._state_lock = threading.Lock()   # thread start/replace, not the hot path
+        self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture)
+        self._dispatcher = threading.Thread(target=self._dispatch_main, name="fastpool-dispatcher")
+        self._dispatcher.start()
+        _track(self)
+        if not lazy:
+            for i in range(num_threads):
+                self._spawn(i)
+
+    # ----------------------------------------------------------- threads
+
+    def _spawn(self, idx: int) -> None:
+        t = threading.Thread(target=self._worker_body, args=(idx,), name=self._worker_names[idx])
+        self._workers[idx] = t
+        t.start()
+        self._emit("spawn", t.name)
+
+    def _worker_body(self, idx: int) -> None:
+        init = getattr(self, "_initializer", None)
+        if init is not None:
+            try:
+                init(*self._initargs)
+            except BaseException:
+                logger.critical("Exception in initializer:", exc_info=True)
+                self._report_lost(idx, True)
+                return
+        self._worker_main(idx)
+
+    def _on_worker_lost(self, idx: int, init_failed: bool, exc: BaseException | None = None) -> None:
+        # Dispatcher thread.  The worker has left its loop (or is leaving).
+        if init_failed:
+            self._initializer_failed()
+            return
+        old = self._workers[idx]
+        if old is not None:
+            old.join()
+            self._emit("exit", old.name, exc)
+        if exc is None:
+            self._emit_error(WorkerExitedError(f"worker {old.name if old else idx} exited unexpectedly"))
+        if self.state == 0 or self.state == 1:   # running or closing: keep the pool's size
+            self._spawn(idx)
+
+    def _initializer_failed(self) -> None:
+        pass
+
+    def _join_workers(self) -> None:
+        # Dispatcher thread, after workers were told to stop.
+        for t in self._workers:
+            if t is not None:
+                t.join()
+                self._emit("exit", t.name, None)
+
+    # ------------------------------------------------------------ events
+
+    def on(self, event: str, listener: Callable[..., Any]) -> None:
+        """Add a listener: "error" (exc), "spawn" (worker name), "exit" (worker name, exc)."""
+        self._listener_list(event)
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, not {type(listener).__name__}")
+        self._listeners[event].append(listener)
+
+    def off(self, event: str, listener: Callable[..., Any]) -> None:
+        """Remove a listener added with on(); unknown listeners are ignored."""
+        listeners = self._listener_list(event)
+        try:
+            listeners.remove(listener)
+        except ValueError:
+            pass
+
+    def _listener_list(self, event: str) -> list[Callable[..., Any]]:
+        try:
+            return self._listeners[event]
+        except (KeyError, TypeError):
+            raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}") from None
+
+    def _emit(self, event: str, *args: Any) -> None:
+        for listener in list(self._listeners[event]):
+            try:
+                listener(*args)
+            except Exception:
+                logger.exception("fastpool: %r listener %r raised", event, listener)
+
+    def _emit_error(self, exc: BaseException) -> None:
+        if self._listeners["error"]:
+            self._emit("error", exc)
+        else:
+            logger.error("fastpool: %s", exc, exc_info=exc)
+
+    def _callback_error(self, exc: BaseException) -> None:
+        # A callback raised: the pool carries on, the error goes to listeners.
+        if self._listeners["error"]:
+            self._emit("error", exc)
+        else:
+            logger.error("fastpool: exception in task callback", exc_info=exc)
+
+    @staticmethod
+    def _worker_exited_error(cause: BaseException) -> WorkerExitedError:
+        err = WorkerExitedError(f"the worker running this task exited: {cause!r}")
+        err.__cause__ = cause
+        return err
+
+    @staticmethod
+    def _closed_error() -> PoolClosedError:
+        return PoolClosedError("the pool was terminated before the task started")
+
+    # --------------------------------------------------------- lifecycle
+
+    def close(self) -> None:
+        """Accept nothing new; return once every accepted task has completed
+        and its callback has returned.  Idempotent."""
+        self._request_close()
+        self._wait_stopped()
+
+    def terminate(self) -> None:
+        """Start nothing new: tasks not yet started complete with
+        PoolClosedError.  Returns once nothing will run any more."""
+        self._request_terminate()
+        self._wait_stopped()
+
+    def _wait_stopped(self) -> None:
+        me = threading.current_thread()
+        if me is self._dispatcher or me in self._workers:
+            return      # called from a callback or a task: cannot wait for itself
+        self._dispatcher.join()
+
+    def _close_at_exit(self) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.state != 0
+
+    # -------------------------------------------------------- Executor
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> PoolFuture:
+        """Run fn(*args, **kwargs) in a worker; native kernels take the native path."""
+        return self._submit_call(fn, args, kwargs)
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
+        """Executor.map: results in order; an item's exception is raised
+        when iteration reaches it."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        return super().map(fn, *iterables, timeout=timeout)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Executor.shutdown: close, optionally cancelling pending futures."""
+        if cancel_futures:
+            for fut in self._pending_futures():
+                fut.cancel()
+        self._request_close()
+        if wait:
+            self._wait_stopped()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+class WorkerPool(_PoolBase):
+    """A fixed set of worker threads running tasks from a FIFO.
+
+    `processor` is what a worker does with a task: None for the native add
+    kernel (`fastpool.kernels.add`), or any callable f(task) -> result, run
+    with the GIL held for the call.
+    """
+
+    def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,
+                 *, ring_size: int = 65536) -> None:
+        if num_threads is None:
+            num_threads = os.cpu_count() or 1
+        _check_count("num_threads", num_threads)
+        if processor is not None and not callable(processor):
+            raise TypeError(f"processor must be callable or None, not {type(processor).__name__}")
+        pid = next(_pool_ids)
+        names = [f"fastpool-worker-{pid}-{i}" for i in range(num_threads)]
+        self._start(num_threads, processor, ring_size, names)
+
+    @property
+    def num_threads(self) -> int:
+        return len(self._workers)
+
+    def __repr__(self) -> str:
+        state = ("running", "closing", "terminating", "closed")[min(self.state, 3)]
+        return f"<fastpool.WorkerPool {state} num_threads={self.num_threads}>"
