@@ -22,13 +22,14 @@ cdef class Core:
     cdef readonly uint64_t tasks_out
     cdef dict __dict__
 
-    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
+    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode,
+                     bint queued=*) except -1
     cdef int _push_task(self, fp_cell *c) except -1
     cdef int _worker_loop(self, int idx) noexcept nogil
     cdef int _run_cell(self, fp_cell *c, int idx) noexcept nogil
     cdef void _publish(self, fp_cell *r) noexcept nogil
     cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil
-    cdef int _collect(self, fp_cell *out, int limit) noexcept nogil
+    cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil
     cdef int _complete(self, fp_cell *r) except -1
     cdef void _release_slot(self, int32_t slot) noexcept
     cdef int _deliver(self, uint8_t mode, object cb, object ctx, object err, object value) except -1

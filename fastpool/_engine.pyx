@@ -15,6 +15,11 @@
 # its unpopped task cells), and the dispatcher completes it exactly once.
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
 from cpython.object cimport PyObject_CallObject
+from cpython.object cimport PyObject
+
+cdef extern from "Python.h":
+    void PyObject_GC_Track(object)
+    void PyObject_GC_UnTrack(object)
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
 import os
@@ -56,6 +61,9 @@ cdef class Core:
         from multiprocessing import shared_memory
         from collections import deque
         self.nthreads = num_threads
+        # Every worker must be able to hold a task at once, or tasks that
+        # wait for each other (a barrier) could never all start.
+        ring_size = max(ring_size, <int32_t>_pow2_at_least(num_threads))
         self.max_chunks = min(2 * num_threads, ring_size)
         self.record_credits = ring_size
         self.lose_on_base_exception = lose_on_base_exception
@@ -100,7 +108,9 @@ cdef class Core:
             self._raise_closed()
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        self._submit(self.default_op, task, callback, PyContext_CopyCurrent(), MODE_CALLBACK)
+        ctx = PyContext_CopyCurrent()
+        PyObject_GC_UnTrack(ctx)
+        self._submit(self.default_op, task, callback, ctx, MODE_CALLBACK)
 
     def run(self, task):
         """Run `task`; return a future (awaitable) for its result."""
@@ -121,7 +131,8 @@ cdef class Core:
             self._submit(OP_CALL, (fn, args, kwargs), fut, None, MODE_FUTURE)
         return fut
 
-    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1:
+    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode,
+                     bint queued=False) except -1:
         cdef fp_cell c
         cdef int32_t slot, need = 1
         cdef int64_t i, n = 0, per
@@ -136,9 +147,14 @@ cdef class Core:
         else:
             c.kind = K_CALL
             obj = task
-        if self.n_overflow or self.slots.nfree == 0 or self.record_credits < need:
-            # Room is freed only by the dispatcher, which then moves these on.
-            self.overflow.append((op, task, cb, ctx, mode))
+        if (self.n_overflow and not queued) or self.slots.nfree == 0 or self.record_credits < need:
+            # Room is freed only by the dispatcher, which then moves these
+            # on; a task from the queue that still does not fit keeps its
+            # place at the front.
+            if queued:
+                self.overflow.appendleft((op, task, cb, ctx, mode))
+            else:
+                self.overflow.append((op, task, cb, ctx, mode))
             self.n_overflow += 1
             return 0
         slot = self.slots.take()
@@ -195,11 +211,13 @@ cdef class Core:
         # result; TERMINATING stops them starting anything new.
         while fp_load_u32_acquire(&ctl.state) < FP_TERMINATING:
             if fp_ring_pop(self.tasks, &c) == FP_OK:
-                if spinning and not _short_kind(c.kind):
+                if not _short_kind(c.kind):
                     # Going off to a long task: stop counting as a searcher,
-                    # and hand the search on if more work is waiting.
-                    spinning = False
-                    fp_sub_u32_seq_cst(&ctl.spinners, 1)
+                    # and pass on what is left: a burst of submits sends one
+                    # wake-up, so each woken worker wakes the next.
+                    if spinning:
+                        spinning = False
+                        fp_sub_u32_seq_cst(&ctl.spinners, 1)
                     if not fp_ring_empty(self.tasks):
                         fp_idle_wake(ctl)
                 rc = self._run_cell(&c, idx)
@@ -303,19 +321,24 @@ cdef class Core:
         """Body of the dispatcher thread: completions, one at a time."""
         cdef fp_cell batch[BATCH]
         cdef int i, n
+        cdef uint32_t seen
         while True:
+            # Read the wake-up word before looking at the state: a close()
+            # or terminate() after this point changes it, so the park below
+            # returns at once instead of missing the request.
+            seen = fp_load_u32_seq_cst(&self.ctl.disp_seq)
+            if self.state == FP_TERMINATING or (
+                    self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
+                break
             with nogil:
-                n = self._collect(batch, BATCH)
+                n = self._collect(batch, BATCH, seen)
             for i in range(n):
                 self._complete(&batch[i])
             if self.n_overflow:
                 self._flush_overflow()
-            if self.state == FP_TERMINATING or (
-                    self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
-                break
         self._teardown()
 
-    cdef int _collect(self, fp_cell *out, int limit) noexcept nogil:
+    cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil:
         cdef int n = 0, i
         while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
             n += 1
@@ -326,7 +349,7 @@ cdef class Core:
             if not fp_ring_empty(self.results):
                 break
         else:
-            fp_dispatcher_park(self.ctl, _ring_has_work, self.results)
+            fp_dispatcher_park(self.ctl, seen, _ring_has_work, self.results)
         while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
             n += 1
         return n
@@ -379,6 +402,7 @@ cdef class Core:
         if mode == MODE_FUTURE:
             _resolve(cb, err, value)
             return 0
+        PyObject_GC_Track(ctx)
         PyContext_Enter(ctx)
         try:
             cb(err, value)
@@ -393,7 +417,7 @@ cdef class Core:
         while self.n_overflow and self.slots.nfree and self.record_credits >= self.max_chunks:
             op, task, cb, ctx, mode = self.overflow.popleft()
             self.n_overflow -= 1
-            self._submit(op, task, cb, ctx, mode)
+            self._submit(op, task, cb, ctx, mode, True)
         return 0
 
     cdef int _teardown(self) except -1:
@@ -437,6 +461,17 @@ cdef class Core:
             if self.slots.mode[i] == MODE_FUTURE and self.slots.cbs[i] is not None:
                 futs.append(self.slots.cbs[i])
         return futs
+
+    def _ctl_words(self):
+        """The park/wake words, for debugging a stall."""
+        if self.ctl == NULL:
+            return None
+        cdef fp_ctl *c = self.ctl
+        return {"state": fp_load_u32_seq_cst(&c.state),
+                "sleepers": fp_load_u32_seq_cst(&c.sleepers),
+                "spinners": fp_load_u32_seq_cst(&c.spinners),
+                "waking": fp_load_u32_seq_cst(&c.waking),
+                "disp_sleeping": fp_load_u32_seq_cst(&c.disp_sleeping)}
 
     def _idle_workers(self):
         """Workers parked or looking for work (a hint, for lazy spawning)."""

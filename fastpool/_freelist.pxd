@@ -30,7 +30,8 @@ cdef void fp_idle_wake_all(fp_ctl *ctl) noexcept nogil
 cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg) noexcept nogil
 cdef void fp_dispatcher_wake(fp_ctl *ctl) noexcept nogil
 cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil
-cdef void fp_dispatcher_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg) noexcept nogil
+cdef void fp_dispatcher_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,
+                             void *arg) noexcept nogil
 
 # What a worker needs to run one chunk of an array task.  Process-local
 # (it holds pointers into the caller's buffers), indexed by task slot.

@@ -35,7 +35,12 @@ cdef void fp_idle_wake(fp_ctl *ctl) noexcept nogil:
         return
     # Bump before waking: a parker that read the old value will not sleep.
     fp_add_u32_seq_cst(&ctl.work_seq, 1)
-    fp_futex_wake(&ctl.work_seq, 1)
+    if fp_futex_wake(&ctl.work_seq, 1) == 0:
+        # Nobody was asleep in the kernel: the counted sleeper is still on
+        # its way in (the bump stops it) or already left.  Either way no
+        # woken worker will clear the flag, so clear it here, or later
+        # submits would skip a wake-up that is needed.
+        fp_store_u32_seq_cst(&ctl.waking, 0)
 
 cdef void fp_idle_wake_all(fp_ctl *ctl) noexcept nogil:
     fp_add_u32_seq_cst(&ctl.work_seq, 1)
@@ -50,8 +55,7 @@ cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, voi
     if not has_work(arg) and fp_load_u32_acquire(&ctl.state) < FP_STOPPING:
         fp_futex_wait(&ctl.work_seq, seen)
     fp_sub_u32_seq_cst(&ctl.sleepers, 1)
-    # Whether we slept or not, a wake-up counted against us is spent; let
-    # the next submit send another if it must.
+    # A wake-up that reached us is spent: let the next submit send another.
     fp_store_u32_seq_cst(&ctl.waking, 0)
 
 cdef void fp_dispatcher_wake(fp_ctl *ctl) noexcept nogil:
@@ -68,8 +72,10 @@ cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil:
     if fp_xchg_u32_seq_cst(&ctl.disp_sleeping, 0) == 1:
         fp_dispatcher_wake(ctl)
 
-cdef void fp_dispatcher_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg) noexcept nogil:
-    cdef uint32_t seen = fp_load_u32_seq_cst(&ctl.disp_seq)
+cdef void fp_dispatcher_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,
+                             void *arg) noexcept nogil:
+    # `seen` was read by the dispatcher before it last looked at the pool's
+    # state, so a control change since then makes the wait return at once.
     fp_store_u32_seq_cst(&ctl.disp_sleeping, 1)
     fp_fence_seq_cst()
     if not has_work(arg):

@@ -26,6 +26,9 @@ cdef enum:
     DT_F32 = 2
     DT_I64 = 3
     DT_I32 = 4
+    DT_I16 = 5
+    DT_I8 = 6
+    DT_SIGNED = 0x100
 
 cdef class Kernel:
     cdef readonly str name

@@ -5,7 +5,7 @@ from cpython.dict cimport PyDict_GetItem
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
 from cpython.object cimport PyObject
 from cpython.float cimport PyFloat_AS_DOUBLE
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef enum:
     OP_ADD = 1
@@ -44,33 +44,48 @@ cdef class ArrayTask:
 
 
 cdef int32_t _dtype_of(Py_buffer *v) noexcept:
+    """The element type of a 1-element-format buffer: DT_* | signedness bit,
+    or 0 when unsupported.  Integers of one width add alike whatever their
+    sign (wrapping), but a and b must still agree on the sign."""
     cdef const char *f = v.format
+    cdef char code
     if f == NULL:
         return 0
     if f[0] == b'@' or f[0] == b'=' or f[0] == b'<':
         # '<' is native only on little-endian machines, which is all we run on.
         f += 1
-    if f[1] != 0:
+    if f[0] == 0 or f[1] != 0:
         return 0
-    if f[0] == b'd' and v.itemsize == 8:
+    code = f[0]
+    if code == b'd' and v.itemsize == 8:
         return DT_F64
-    if f[0] == b'f' and v.itemsize == 4:
+    if code == b'f' and v.itemsize == 4:
         return DT_F32
-    if (f[0] == b'q' or f[0] == b'l') and v.itemsize == 8:
-        return DT_I64
-    if (f[0] == b'i' or f[0] == b'l') and v.itemsize == 4:
-        return DT_I32
+    if code in b'bhilqn':
+        return _int_dtype(v.itemsize) | DT_SIGNED
+    if code in b'BHILQN':
+        return _int_dtype(v.itemsize)
     return 0
 
-cdef str _TYPECODES = "?dfqi"
+cdef inline int32_t _int_dtype(Py_ssize_t size) noexcept:
+    if size == 1:
+        return DT_I8
+    if size == 2:
+        return DT_I16
+    if size == 4:
+        return DT_I32
+    if size == 8:
+        return DT_I64
+    return 0
 
-cdef object _new_like(object a, int32_t dtype, int64_t n):
+cdef object _new_like(object a, Py_buffer *v, int64_t n):
     t = type(a)
     if t.__name__ == "ndarray" and t.__module__ == "numpy":
         import numpy
         return numpy.empty_like(a)
     import array
-    out = array.array(_TYPECODES[dtype])
+    code = chr(v.format[1] if v.format[0] in b'@=<' else v.format[0])
+    out = array.array(code)
     if n:
         out.frombytes(bytes(n * out.itemsize))
     return out
@@ -90,7 +105,7 @@ cdef object _array_task(object a, object b, object out):
     t.dtype = _dtype_of(&t.va)
     if t.dtype == 0:
         return TypeError(f"{_ADD}: unsupported element type {(<bytes>t.va.format).decode()!r} "
-                         "(float64, float32, int64 or int32)")
+                         "(expected a float or integer type)")
     if _dtype_of(&t.vb) != t.dtype:
         return TypeError(f"{_ADD}: 'a' and 'b' must have the same element type")
     t.n = t.va.len // t.va.itemsize
@@ -98,7 +113,7 @@ cdef object _array_task(object a, object b, object out):
     if nb != t.n:
         return ValueError(f"{_ADD}: 'a' and 'b' differ in length ({t.n} != {nb})")
     if out is None:
-        out = _new_like(a, t.dtype, t.n)
+        out = _new_like(a, &t.va, t.n)
     elif not PyObject_CheckBuffer(out):
         return TypeError(f"{_ADD}: 'out' must be a writable buffer, not {type(out).__name__}")
     try:
@@ -235,18 +250,25 @@ cdef object fp_int_result(const fp_cell *r):
 cdef void fp_add_array_chunk(const fp_job *j, int64_t start, int64_t stop) noexcept nogil:
     # Integer lanes wrap like numpy's: add as unsigned, where C defines it.
     cdef int64_t i
-    if j.dtype == DT_F64:
+    cdef int32_t t = j.dtype & ~DT_SIGNED
+    if t == DT_F64:
         for i in range(start, stop):
             (<double *>j.out)[i] = (<double *>j.a)[i] + (<double *>j.b)[i]
-    elif j.dtype == DT_F32:
+    elif t == DT_F32:
         for i in range(start, stop):
             (<float *>j.out)[i] = (<float *>j.a)[i] + (<float *>j.b)[i]
-    elif j.dtype == DT_I64:
+    elif t == DT_I64:
         for i in range(start, stop):
             (<uint64_t *>j.out)[i] = (<uint64_t *>j.a)[i] + (<uint64_t *>j.b)[i]
-    else:
+    elif t == DT_I32:
         for i in range(start, stop):
             (<uint32_t *>j.out)[i] = (<uint32_t *>j.a)[i] + (<uint32_t *>j.b)[i]
+    elif t == DT_I16:
+        for i in range(start, stop):
+            (<uint16_t *>j.out)[i] = <uint16_t>((<uint16_t *>j.a)[i] + (<uint16_t *>j.b)[i])
+    else:
+        for i in range(start, stop):
+            (<uint8_t *>j.out)[i] = <uint8_t>((<uint8_t *>j.a)[i] + (<uint8_t *>j.b)[i])
 
 
 cdef class Kernel:

@@ -234,7 +234,9 @@ class WorkerPool(_PoolBase):
 
     `processor` is what a worker does with a task: None for the native add
     kernel (`fastpool.kernels.add`), or any callable f(task) -> result, run
-    with the GIL held for the call.
+    with the GIL held for the call.  `ring_size` is how many tasks can be in
+    the native rings at once (rounded up to fit one per worker); the rest
+    wait in a FIFO, so `run_task` never blocks.
     """
 
     def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,

@@ -77,11 +77,14 @@ static inline void fp_futex_wait(uint32_t *addr, uint32_t expected) {
 #endif
 }
 
-static inline void fp_futex_wake(uint32_t *addr, int n) {
+/* Returns how many sleepers were woken (0 where unknown). */
+static inline int fp_futex_wake(uint32_t *addr, int n) {
 #if defined(__linux__)
-    syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+    long woken = syscall(SYS_futex, addr, FUTEX_WAKE, n, NULL, NULL, 0);
+    return woken > 0 ? (int)woken : 0;
 #else
     (void)addr; (void)n;
+    return 0;
 #endif
 }
 

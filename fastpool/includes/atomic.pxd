@@ -21,5 +21,5 @@ cdef extern from "atomic.h" nogil:
     void fp_cpu_relax()
     void fp_yield()
     void fp_futex_wait(uint32_t *addr, uint32_t expected)
-    void fp_futex_wake(uint32_t *addr, int n)
+    int fp_futex_wake(uint32_t *addr, int n)
     bint fp_add_i64_overflow(int64_t a, int64_t b, int64_t *out)
