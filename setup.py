@@ -8,8 +8,8 @@ debug = os.environ.get("FASTPOOL_DEBUG") == "1"
 extensions = [
     Extension(
         "fastpool._core",
-        ["fastpool/_core.pyx"],
-        include_dirs=["fastpool/includes"],
+        ["src/fastpool/_core.pyx"],
+        include_dirs=["src/fastpool/includes"],
         extra_compile_args=["-O3", "-Wall", "-Wno-unused-function", "-Wno-unreachable-code"]
         + (["-O0", "-g", "-UNDEBUG"] if debug else []),
     ),

@@ -1,0 +1,153 @@
+"""Helpers shared by the fastpool behaviour tests (no fixtures here; see conftest.py).
+
+Every wait in the suite goes through WAIT: a hang becomes a failure with a
+message, never a stuck run.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from collections import defaultdict
+
+WAIT = 30.0  # upper bound for any single wait on an Event or a future
+
+SHM_DIR = "/dev/shm"
+
+
+def threads_named(prefix: str) -> list[threading.Thread]:
+    """Live threads whose name starts with ``prefix``."""
+    return [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+
+
+def worker_threads() -> list[threading.Thread]:
+    return threads_named("fastpool-worker")
+
+
+def _held_by_other_processes() -> set[str]:
+    """/dev/shm names that another live process has mapped or open.
+
+    /dev/shm is machine-wide: segments that belong to someone else's running
+    process are not this test's leaks.
+    """
+    me = os.getpid()
+    held = set()
+    prefix = SHM_DIR + "/"
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                for line in maps:
+                    i = line.find(prefix)
+                    if i >= 0:
+                        held.add(line[i + len(prefix):].split()[0])
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith(prefix):
+                    held.add(target[len(prefix):].split()[0])
+        except OSError:
+            continue  # the process went away, or is not ours to read
+    return held
+
+
+def shm_entries() -> set[str]:
+    """/dev/shm names, minus those another live process holds."""
+    try:
+        names = set(os.listdir(SHM_DIR))
+    except FileNotFoundError:
+        return set()
+    return names - _held_by_other_processes() if names else names
+
+
+def open_fds() -> dict[int, str]:
+    """fd number -> what it points to, for this process."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            pass  # the descriptor os.listdir used for the listing, closed by now
+    return fds
+
+
+class Snapshot:
+    """Threads, fds and /dev/shm entries at one moment; ``leaks_since`` diffs two."""
+
+    def __init__(self) -> None:
+        self.threads = set(threading.enumerate())
+        self.fds = open_fds()
+        self.shm = shm_entries()
+
+    def leaks_since(self, before: "Snapshot") -> list[str]:
+        problems = []
+        threads = [t for t in self.threads - before.threads if t.is_alive()]
+        if threads:
+            problems.append(f"threads left behind: {sorted(t.name for t in threads)}")
+        fds = {
+            fd: target
+            for fd, target in self.fds.items()
+            if fd > 2 and before.fds.get(fd) != target
+        }
+        if fds:
+            problems.append(f"file descriptors left open: {fds}")
+        shm = self.shm - before.shm
+        if shm:
+            problems.append(f"/dev/shm entries left behind: {sorted(shm)}")
+        return problems
+
+
+def wait_for(event: threading.Event, what: str, timeout: float = WAIT) -> None:
+    if not event.wait(timeout):
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Recorder:
+    """Collects ``callback(err, result)`` calls.
+
+    ``callback`` records under no key, ``keyed(k)`` returns a callback that
+    records under ``k``. ``wait()`` returns once ``expected`` calls in total
+    have arrived (it fails on timeout). Thread safe, so it does not depend on
+    callbacks being serialised.
+    """
+
+    def __init__(self, expected: int = 1) -> None:
+        self.expected = expected
+        self.calls: list[tuple[object, object, object]] = []  # (key, err, result)
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        if expected <= 0:
+            self._done.set()
+
+    def _record(self, key, err, result) -> None:
+        with self._lock:
+            self.calls.append((key, err, result))
+            if len(self.calls) >= self.expected:
+                self._done.set()
+
+    def callback(self, err, result) -> None:
+        self._record(None, err, result)
+
+    def keyed(self, key):
+        def callback(err, result):
+            self._record(key, err, result)
+
+        return callback
+
+    def wait(self, timeout: float = WAIT) -> list[tuple[object, object]]:
+        if not self._done.wait(timeout):
+            raise AssertionError(
+                f"only {len(self.calls)} of {self.expected} callbacks after {timeout}s"
+            )
+        return [(err, result) for _, err, result in self.calls]
+
+    @property
+    def by_key(self) -> dict[object, list[tuple[object, object]]]:
+        out = defaultdict(list)
+        with self._lock:
+            for key, err, result in self.calls:
+                out[key].append((err, result))
+        return dict(out)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self.calls)

@@ -1,0 +1,263 @@
+"""fastpool.ThreadPoolExecutor is a drop-in for concurrent.futures.ThreadPoolExecutor.
+
+Every test also runs on the stdlib class ("reference"), which checks the test
+itself: a behaviour the stdlib does not have is not a drop-in requirement.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import re
+import threading
+from concurrent.futures.thread import BrokenThreadPool
+
+import pytest
+
+import fastpool
+from _support import WAIT, wait_for
+
+INITIALIZER_FAILED = "A thread initializer failed, the thread pool is not usable anymore"
+AFTER_SHUTDOWN = "cannot schedule new futures after shutdown"
+
+
+@pytest.fixture(params=["reference", "fastpool"])
+def executor_cls(request):
+    return cf.ThreadPoolExecutor if request.param == "reference" else fastpool.ThreadPoolExecutor
+
+
+@pytest.fixture
+def make_executor(executor_cls, leak_check):
+    executors = []
+
+    def make(*args, **kwargs):
+        ex = executor_cls(*args, **kwargs)
+        executors.append(ex)
+        return ex
+
+    yield make
+    for ex in executors:
+        ex.shutdown(wait=True)
+
+
+def test_is_an_executor_returning_futures(make_executor):
+    ex = make_executor(2)
+    assert isinstance(ex, cf.Executor)
+    fut = ex.submit(pow, 2, 5)
+    assert isinstance(fut, cf.Future)
+    assert fut.result(timeout=WAIT) == 32
+
+
+def test_submit_passes_args_and_kwargs(make_executor):
+    ex = make_executor(2)
+    assert ex.submit(int, "ff", base=16).result(timeout=WAIT) == 255
+    assert ex.submit(dict, fn=1, self=2).result(timeout=WAIT) == {"fn": 1, "self": 2}
+
+
+def test_exception_goes_to_the_future(make_executor):
+    boom = ValueError("boom")
+
+    def fail():
+        raise boom
+
+    ex = make_executor(2)
+    assert ex.submit(fail).exception(timeout=WAIT) is boom
+
+
+@pytest.mark.parametrize("max_workers", [0, -1])
+def test_bad_max_workers_raises_like_the_stdlib(executor_cls, max_workers):
+    with pytest.raises(ValueError, match="^max_workers must be greater than 0$"):
+        executor_cls(max_workers)
+
+
+def test_non_callable_initializer_raises_like_the_stdlib(executor_cls):
+    with pytest.raises(TypeError, match="^initializer must be a callable$"):
+        executor_cls(2, initializer=42)
+
+
+def test_initializer_runs_with_initargs_in_each_worker_thread(make_executor):
+    local = threading.local()
+    initialized = []
+
+    def init(*args):
+        local.args = args
+        initialized.append(threading.current_thread().name)
+
+    ex = make_executor(2, initializer=init, initargs=(1, "x"))
+    barrier = threading.Barrier(2, timeout=10)
+
+    def task():
+        barrier.wait()
+        return threading.current_thread().name, local.args
+
+    results = [f.result(timeout=WAIT) for f in [ex.submit(task) for _ in range(2)]]
+    names = {name for name, _ in results}
+    assert len(names) == 2
+    assert all(args == (1, "x") for _, args in results)
+    assert names <= set(initialized)
+
+
+def test_initializer_failure_breaks_the_pool(make_executor):
+    def init():
+        raise ValueError("initializer failed")
+
+    ex = make_executor(2, initializer=init)
+    fut = ex.submit(pow, 2, 2)
+    with pytest.raises(BrokenThreadPool) as excinfo:
+        fut.result(timeout=WAIT)
+    assert str(excinfo.value) == INITIALIZER_FAILED
+    with pytest.raises(BrokenThreadPool) as excinfo:
+        ex.submit(pow, 2, 2)
+    assert str(excinfo.value) == INITIALIZER_FAILED
+
+
+def test_thread_name_prefix_names_the_worker_threads(make_executor):
+    ex = make_executor(2, thread_name_prefix="fp-test")
+
+    def whoami():
+        me = threading.current_thread()
+        return me.name, me in threading.enumerate()
+
+    name, visible = ex.submit(whoami).result(timeout=WAIT)
+    assert re.fullmatch(r"fp-test_\d+", name), name
+    assert visible
+
+
+def test_default_thread_names_are_like_the_stdlib(make_executor):
+    ex = make_executor(2)
+    name = ex.submit(lambda: threading.current_thread().name).result(timeout=WAIT)
+    assert re.fullmatch(r"ThreadPoolExecutor-\d+_\d+", name), name
+
+
+def test_submit_after_shutdown_raises_the_stdlib_error(make_executor):
+    ex = make_executor(2)
+    ex.shutdown()
+    with pytest.raises(RuntimeError) as excinfo:
+        ex.submit(pow, 2, 2)
+    assert str(excinfo.value) == AFTER_SHUTDOWN
+
+
+def test_shutdown_twice_is_fine(make_executor):
+    ex = make_executor(2)
+    ex.submit(pow, 2, 2).result(timeout=WAIT)
+    ex.shutdown()
+    ex.shutdown()
+
+
+def test_shutdown_wait_true_waits_for_pending_tasks(make_executor):
+    ex = make_executor(2)
+    futs = [ex.submit(sum, range(50_000)) for _ in range(40)]
+    ex.shutdown(wait=True)
+    assert all(f.done() for f in futs)
+    assert {f.result() for f in futs} == {sum(range(50_000))}
+
+
+def test_shutdown_wait_false_returns_before_running_tasks_finish(make_executor):
+    ex = make_executor(2)
+    started, release = threading.Event(), threading.Event()
+
+    def block():
+        started.set()
+        release.wait(10)
+        return "done"
+
+    fut = ex.submit(block)
+    try:
+        wait_for(started, "the task to start")
+        ex.shutdown(wait=False)
+        assert not fut.done()
+    finally:
+        release.set()
+    assert fut.result(timeout=WAIT) == "done"
+    ex.shutdown(wait=True)
+
+
+def test_shutdown_cancel_futures_cancels_queued_work(make_executor):
+    ex = make_executor(1)
+    started, release = threading.Event(), threading.Event()
+    ran = []
+
+    def block():
+        started.set()
+        release.wait(WAIT)
+        return "first"
+
+    first = ex.submit(block)
+    try:
+        wait_for(started, "the first task to start")
+        rest = [ex.submit(ran.append, i) for i in range(10)]
+        ex.shutdown(wait=False, cancel_futures=True)
+    finally:
+        release.set()
+    assert first.result(timeout=WAIT) == "first"
+    ex.shutdown(wait=True)
+    assert all(f.cancelled() for f in rest)
+    assert ran == []
+
+
+def test_cancel_a_queued_future(make_executor):
+    ex = make_executor(1)
+    started, release = threading.Event(), threading.Event()
+    ran = []
+
+    def block():
+        started.set()
+        release.wait(WAIT)
+
+    first = ex.submit(block)
+    try:
+        wait_for(started, "the first task to start")
+        queued = ex.submit(ran.append, "queued")
+        assert queued.cancel()
+        assert not first.cancel()
+    finally:
+        release.set()
+    first.result(timeout=WAIT)
+    ex.shutdown(wait=True)
+    assert queued.cancelled()
+    assert ran == []
+
+
+def test_map_is_ordered_and_raises_the_item_exception(make_executor):
+    ex = make_executor(2)
+
+    def f(x):
+        if x == 7:
+            raise ValueError(x)
+        return x * x
+
+    it = ex.map(f, range(10))
+    assert [next(it) for _ in range(7)] == [x * x for x in range(7)]
+    with pytest.raises(ValueError):
+        next(it)
+    assert list(ex.map(pow, range(5), [2] * 5, chunksize=2)) == [0, 1, 4, 9, 16]
+
+
+def test_map_timeout_raises_timeout_error(make_executor):
+    ex = make_executor(2)
+    release = threading.Event()
+
+    def blocked(x):
+        release.wait(WAIT)
+        return x
+
+    try:
+        it = ex.map(blocked, [1, 2], timeout=0.2)
+        with pytest.raises(TimeoutError):
+            list(it)
+    finally:
+        release.set()
+
+
+def test_context_manager_shuts_down_on_exit(executor_cls, leak_check):
+    with executor_cls(2) as ex:
+        futs = [ex.submit(sum, range(10_000)) for _ in range(20)]
+    assert all(f.done() for f in futs)
+    with pytest.raises(RuntimeError, match=AFTER_SHUTDOWN):
+        ex.submit(pow, 2, 2)
+
+
+def test_wait_and_as_completed_accept_its_futures(make_executor):
+    ex = make_executor(2)
+    futs = [ex.submit(pow, i, 2) for i in range(20)]
+    done, not_done = cf.wait(futs, timeout=WAIT)
+    assert not not_done
+    assert sorted(f.result() for f in cf.as_completed(futs, timeout=WAIT)) == [i * i for i in range(20)]

@@ -1,0 +1,234 @@
+"""WorkerPool.run / submit / map / shutdown: the Future and Executor side of the pool."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import operator
+import threading
+
+import pytest
+
+import fastpool
+from _support import WAIT, wait_for
+
+
+def test_run_returns_a_pool_future_with_the_sum(pool):
+    fut = pool.run({"a": 1, "b": 2})
+    assert isinstance(fut, fastpool.PoolFuture)
+    assert isinstance(fut, cf.Future)
+    assert fut.result(timeout=WAIT) == 3
+
+
+def test_many_run_futures_each_get_their_result(pool):
+    futs = [pool.run((i, 2 * i)) for i in range(2000)]
+    assert [f.result(timeout=WAIT) for f in futs] == [3 * i for i in range(2000)]
+
+
+def test_run_bad_task_sets_the_future_exception(pool):
+    fut = pool.run("not a task")
+    exc = fut.exception(timeout=WAIT)
+    assert isinstance(exc, TypeError)
+    assert "task" in str(exc)
+    assert pool.run((1, 2)).result(timeout=WAIT) == 3
+
+
+def test_run_processor_exception_is_the_same_object(pool_factory):
+    boom = KeyError("boom")
+
+    def processor(task):
+        raise boom
+
+    pool = pool_factory(processor)
+    assert pool.run(1).exception(timeout=WAIT) is boom
+
+
+def test_run_future_done_callbacks_are_called(pool):
+    seen = []
+    called = threading.Event()
+
+    def done(fut):
+        seen.append(fut.result())
+        called.set()
+
+    fut = pool.run((2, 3))
+    fut.add_done_callback(done)
+    wait_for(called, "the done callback")
+    assert seen == [5]
+
+
+def test_run_after_close_raises_pool_closed_error(pool):
+    pool.close()
+    with pytest.raises(fastpool.PoolClosedError):
+        pool.run((1, 2))
+
+
+def test_submit_passes_args_and_kwargs(pool):
+    assert pool.submit(pow, 2, 10).result(timeout=WAIT) == 1024
+    assert pool.submit(int, "ff", base=16).result(timeout=WAIT) == 255
+    # fn is positional-only: "fn" and "self" are ordinary keyword arguments
+    assert pool.submit(dict, fn=1, self=2).result(timeout=WAIT) == {"fn": 1, "self": 2}
+
+
+def test_submit_returns_a_concurrent_future(pool):
+    assert isinstance(pool.submit(pow, 2, 2), cf.Future)
+
+
+def test_submit_runs_python_functions_in_a_worker_thread(pool):
+    name = pool.submit(lambda: threading.current_thread().name).result(timeout=WAIT)
+    assert name.startswith("fastpool-worker")
+
+
+def test_submit_native_kernel(pool):
+    add = fastpool.kernels.add
+    assert pool.submit(add, {"a": 1, "b": 2}).result(timeout=WAIT) == 3
+    assert pool.submit(add, (2**70, 1)).result(timeout=WAIT) == 2**70 + 1
+    exc = pool.submit(add, "bad").exception(timeout=WAIT)
+    assert isinstance(exc, TypeError)
+    assert "task" in str(exc)
+
+
+def test_submit_exception_is_the_same_object(pool):
+    boom = ValueError("boom")
+
+    def fail():
+        raise boom
+
+    assert pool.submit(fail).exception(timeout=WAIT) is boom
+
+
+def test_submit_after_shutdown_raises_runtime_error(pool):
+    pool.shutdown()
+    with pytest.raises(RuntimeError):
+        pool.submit(pow, 2, 2)
+    with pytest.raises(fastpool.PoolClosedError):
+        pool.run_task((1, 2), lambda err, result: None)
+
+
+def test_map_native_kernel_is_ordered(pool):
+    tasks = [(i, 2 * i) for i in range(1000)]
+    assert list(pool.map(fastpool.kernels.add, tasks)) == [3 * i for i in range(1000)]
+
+
+def test_map_several_iterables_stops_at_the_shortest(pool):
+    assert list(pool.map(operator.add, range(100), range(100, 300))) == [
+        i + 100 + i for i in range(100)
+    ]
+    assert list(pool.map(pow, [2, 3, 4], [2, 2])) == [4, 9]
+
+
+def test_map_chunksize_does_not_change_results(pool):
+    tasks = [{"a": i, "b": i} for i in range(103)]
+    expected = [2 * i for i in range(103)]
+    for chunksize in (1, 7, 1000):
+        assert list(pool.map(fastpool.kernels.add, tasks, chunksize=chunksize)) == expected
+        assert list(pool.map(add_pair, tasks, chunksize=chunksize)) == expected
+
+
+def add_pair(task):
+    return task["a"] + task["b"]
+
+
+def test_map_raises_the_item_exception_when_iteration_reaches_it(pool):
+    def f(x):
+        if x == 5:
+            raise ValueError(x)
+        return x
+
+    it = pool.map(f, range(10))
+    assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError):
+        next(it)
+
+
+def test_map_bad_native_task_raises_when_reached(pool):
+    it = pool.map(fastpool.kernels.add, [(1, 2), "bad", (3, 4)])
+    assert next(it) == 3
+    with pytest.raises(TypeError, match="task"):
+        next(it)
+
+
+def test_map_timeout_raises_timeout_error(pool):
+    release = threading.Event()
+
+    def blocked(x):
+        release.wait(WAIT)
+        return x
+
+    try:
+        it = pool.map(blocked, [1, 2], timeout=0.2)
+        with pytest.raises(TimeoutError):
+            list(it)
+    finally:
+        release.set()
+
+
+def test_future_cancel_while_queued(make_pool, ring_size):
+    pool = make_pool(1, ring_size=ring_size)
+    started, release = threading.Event(), threading.Event()
+    ran = []
+
+    def block():
+        started.set()
+        release.wait(WAIT)
+        return "first"
+
+    first = pool.submit(block)
+    try:
+        wait_for(started, "the first task to start")
+        queued = pool.submit(ran.append, "queued")
+        assert queued.cancel()
+    finally:
+        release.set()
+    assert first.result(timeout=WAIT) == "first"
+    pool.shutdown(wait=True)
+    assert queued.cancelled()
+    assert ran == []
+
+
+def test_shutdown_wait_true_waits_for_every_submitted_task(pool):
+    futs = [pool.submit(sum, range(20_000)) for _ in range(50)]
+    futs += [pool.run((i, i)) for i in range(500)]
+    pool.shutdown(wait=True)
+    assert all(f.done() for f in futs)
+    assert [f.result() for f in futs[50:]] == [2 * i for i in range(500)]
+
+
+def test_shutdown_cancel_futures_cancels_what_has_not_started(make_pool, ring_size):
+    pool = make_pool(1, ring_size=ring_size)
+    started, release = threading.Event(), threading.Event()
+
+    def block():
+        started.set()
+        release.wait(WAIT)
+        return "first"
+
+    first = pool.submit(block)
+    try:
+        wait_for(started, "the first task to start")
+        rest = [pool.submit(pow, i, 2) for i in range(10)]
+        pool.shutdown(wait=False, cancel_futures=True)
+        assert not first.cancelled()
+    finally:
+        release.set()
+    assert first.result(timeout=WAIT) == "first"
+    pool.shutdown(wait=True)
+    assert all(f.cancelled() for f in rest)
+
+
+def test_shutdown_wait_false_returns_before_running_tasks_finish(make_pool):
+    pool = make_pool(2)
+    started, release = threading.Event(), threading.Event()
+
+    def block():
+        started.set()
+        release.wait(10)
+        return "done"
+
+    fut = pool.submit(block)
+    try:
+        wait_for(started, "the task to start")
+        pool.shutdown(wait=False)
+        assert not fut.done()
+    finally:
+        release.set()
+    assert fut.result(timeout=WAIT) == "done"
+    pool.shutdown(wait=True)
