@@ -23,12 +23,13 @@ cdef extern from "Python.h":
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
 import os
-from concurrent.futures._base import InvalidStateError
+from concurrent.futures._base import InvalidStateError, Future
 
 cdef enum:
     OP_NATIVE_ADD = 1
     OP_PROC = 2
     OP_CALL = 3
+    OP_ADD_BATCH = 4
 
     MODE_CALLBACK = 0
     MODE_FUTURE = 1
@@ -120,6 +121,21 @@ cdef class Core:
         self._submit(self.default_op, task, fut, None, MODE_FUTURE)
         return fut
 
+    def _map_add(self, items, Py_ssize_t batch_size, end_time):
+        """map(kernels.add, items): batches of native adds; a NativeMap."""
+        cdef AddBatch b
+        cdef Py_ssize_t i, n = len(items)
+        futures = []
+        for i in range(0, n, batch_size):
+            if self.state != FP_RUNNING:
+                self._raise_closed()
+            b = AddBatch()
+            b.encode(items[i:i + batch_size])
+            fut = self.future_cls()
+            self._submit(OP_ADD_BATCH, b, fut, None, MODE_FUTURE)
+            futures.append(fut)
+        return NativeMap(futures, end_time)
+
     def _submit_call(self, fn, args, kwargs):
         """Executor.submit: fn(*args, **kwargs) in a worker; a Future."""
         if self.state != FP_RUNNING:
@@ -144,6 +160,9 @@ cdef class Core:
         elif op == OP_PROC:
             c.kind = K_PROC
             obj = task
+        elif op == OP_ADD_BATCH:
+            c.kind = K_ADD_BATCH
+            obj = task
         else:
             c.kind = K_CALL
             obj = task
@@ -166,6 +185,8 @@ cdef class Core:
         self.tasks_in += 1
         c.slot = <uint32_t>slot
         self.slots.jobs[slot].cells = need
+        if c.kind == K_ADD_BATCH:
+            (<AddBatch>obj).fill_job(&self.slots.jobs[slot])
         if c.kind != K_ADD_ARRAY:
             self.slots.jobs[slot].remaining = 1
             self._push_task(&c)
@@ -262,6 +283,9 @@ cdef class Core:
             if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
                 return 0            # another chunk's worker will publish
             r.kind = R_ARRAY
+        elif c.kind == K_ADD_BATCH:
+            fp_add_batch(&self.slots.jobs[c.slot])
+            r.kind = R_BATCH
         elif c.kind == K_FAIL:
             r.kind = R_ERR
         else:
@@ -283,7 +307,7 @@ cdef class Core:
                 res = a + b
             else:
                 if self.slots.mode[slot] == MODE_FUTURE:
-                    if not self.slots.cbs[slot].set_running_or_notify_cancel():
+                    if not _start(self.slots.cbs[slot]):
                         r.kind = R_CANCELLED
                         return 0
                 if c.kind == K_PROC:
@@ -375,7 +399,7 @@ cdef class Core:
             value = fp_int_result(r)
         elif r.kind == R_FLOAT:
             value = r.a.d
-        elif r.kind == R_OBJ:
+        elif r.kind == R_OBJ or r.kind == R_BATCH:
             value = obj
         elif r.kind == R_ARRAY:
             (<ArrayTask>obj).release()
@@ -516,10 +540,30 @@ cdef class Core:
                 "overflow": self.n_overflow}
 
 
-def _resolve(fut, err, value):
-    """Complete a concurrent.futures.Future, respecting a cancel."""
+# The very objects concurrent.futures stores, so `is` is exact.
+from concurrent.futures._base import (PENDING as _PENDING, RUNNING as _RUNNING,
+                                      CANCELLED as _CANCELLED, FINISHED as _FINISHED)
+
+cdef int _resolve(object fut, object err, object value) except -1:
+    """Complete a future exactly once, respecting a cancel.
+
+    A PoolFuture whose Condition was never made has no waiter, no callback
+    and cannot have been cancelled (all of those make it), so it is completed
+    by plain stores, which nothing can interleave with while we hold the
+    GIL.  Otherwise the standard, locked path notifies everyone.
+    """
+    cdef dict d = getattr(fut, "__dict__", None)
+    if d is not None and "_cond" not in d and type(fut) is not Future:
+        state = d.get("_state")
+        if state is _PENDING or state is _RUNNING:
+            if err is None:
+                d["_result"] = value
+            else:
+                d["_exception"] = err
+            d["_state"] = _FINISHED
+            return 0
     try:
-        if fut._state == "CANCELLED":
+        if fut._state == _CANCELLED:
             fut.set_running_or_notify_cancel()
         elif err is None:
             fut.set_result(value)
@@ -527,5 +571,14 @@ def _resolve(fut, err, value):
             fut.set_exception(err)
     except InvalidStateError:
         # Cancelled between our look and our write: let its waiters know.
-        if fut._state == "CANCELLED":
+        if fut._state == _CANCELLED:
             fut.set_running_or_notify_cancel()
+    return 0
+
+cdef bint _start(object fut) except -1:
+    """set_running_or_notify_cancel(), without a Condition when none exists."""
+    cdef dict d = getattr(fut, "__dict__", None)
+    if d is not None and "_cond" not in d and d.get("_state") is _PENDING:
+        d["_state"] = _RUNNING
+        return True
+    return fut.set_running_or_notify_cancel()

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from concurrent.futures import Executor
 from typing import Any, Callable, Iterable, Iterator
 
+from fastpool import kernels
 from fastpool._core import Core
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, WorkerExitedError
@@ -24,6 +26,7 @@ __all__ = ["WorkerPool"]
 logger = logging.getLogger("fastpool")
 
 EVENTS = ("error", "spawn", "exit")
+_MAP_BATCH = 4096   # add tasks per ring cell on the native map path
 _pool_ids = iter(range(1, 1 << 62))
 _live_pools: "weakref.WeakSet[_PoolBase]" = weakref.WeakSet()
 _atexit_registered = False
@@ -211,6 +214,11 @@ class _PoolBase(Core, Executor):
         when iteration reaches it."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if fn is kernels.add and len(iterables) == 1:
+            # Native path: batches of tasks, one ring cell each, decoded in C.
+            end_time = None if timeout is None else timeout + time.monotonic()
+            items = list(iterables[0])
+            return self._map_add(items, max(chunksize, _MAP_BATCH), end_time)
         return super().map(fn, *iterables, timeout=timeout)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
