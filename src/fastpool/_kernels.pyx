@@ -181,6 +181,15 @@ cdef object fp_encode_add(object task, fp_cell *c):
     return _encode_operands(a, b, out, c)
 
 cdef object _encode_slow(object task, fp_cell *c):
+    # User mappings run Python code here; whatever they raise is this
+    # task's error, for its callback, never the submitter's.
+    try:
+        return _encode_mapping_or_sequence(task, c)
+    except Exception as e:
+        c.kind = K_FAIL
+        return e
+
+cdef object _encode_mapping_or_sequence(object task, fp_cell *c):
     from collections.abc import Mapping
     if isinstance(task, Mapping):
         missing = "a" if "a" not in task else ("b" if "b" not in task else None)
