@@ -1,4 +1,4 @@
-"""Issue 3's targets as ratios, measured here without pytest.
+"""The performance targets as ratios, measured here without pytest.
 
 Each workload of workloads.py runs its contenders interleaved round by round
 (A B C A B C ...), after one untimed warm-up round each; the table gives
@@ -108,7 +108,7 @@ def yes_no(met: bool | None) -> str:
 def markdown(report: dict[str, Any]) -> str:
     m, s = report["machine"], report["settings"]
     lines = [
-        "## fastpool against its peers: issue 3's targets",
+        "## fastpool against its peers: the performance targets",
         "",
         f"Machine: {m['nproc']} x {m['cpu']}, {m['python']}, {m['platform']}; "
         f"fastpool {m['fastpool']} ({m['fastpool_commit'] or 'no git'}), numpy {m['numpy'] or '-'}, "

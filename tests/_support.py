@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections import defaultdict
 
 WAIT = 30.0  # upper bound for any single wait on an Event or a future
@@ -50,13 +51,45 @@ def _held_by_other_processes() -> set[str]:
     return held
 
 
+def _held_by_this_process() -> set[str]:
+    prefix = SHM_DIR + "/"
+    held = {t[len(prefix):] for t in open_fds().values() if t.startswith(prefix)}
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            i = line.find(prefix)
+            if i >= 0:
+                held.add(line[i + len(prefix):].split()[0])
+    return held
+
+
 def shm_entries() -> set[str]:
-    """/dev/shm names, minus those another live process holds."""
     try:
-        names = set(os.listdir(SHM_DIR))
+        return set(os.listdir(SHM_DIR))
     except FileNotFoundError:
         return set()
-    return names - _held_by_other_processes() if names else names
+
+
+SHM_GRACE = 1.0
+
+
+def new_shm_entries(before: set[str]) -> set[str]:
+    """/dev/shm names present now and not in ``before``, not counting other processes'.
+
+    A segment this process still holds is a leak at once. A name nobody holds
+    may be another process's segment between its close() and unlink() (another
+    test run on the machine): it counts only if it is still there after
+    SHM_GRACE seconds.
+    """
+    def new_and_not_foreign():
+        new = shm_entries() - before
+        return new - _held_by_other_processes() if new else new
+
+    new = new_and_not_foreign()
+    deadline = time.monotonic() + SHM_GRACE
+    while new and not new <= _held_by_this_process() and time.monotonic() < deadline:
+        threading.Event().wait(0.02)  # re-check for other processes' segments, not synchronisation
+        new = new_and_not_foreign()
+    return new
 
 
 def open_fds() -> dict[int, str]:
@@ -90,7 +123,7 @@ class Snapshot:
         }
         if fds:
             problems.append(f"file descriptors left open: {fds}")
-        shm = self.shm - before.shm
+        shm = new_shm_entries(before.shm) if self.shm - before.shm else set()
         if shm:
             problems.append(f"/dev/shm entries left behind: {sorted(shm)}")
         return problems

@@ -159,7 +159,7 @@ def test_array_array_length_mismatch_is_a_value_error(make_pool):
 @pytest.mark.timeout(120)
 def test_another_python_thread_keeps_making_progress_during_a_large_array_add(make_pool):
     np = numpy()
-    n = 16_000_000
+    n = 8_000_000
     a, b, out = np.ones(n), np.ones(n), np.empty(n)
     task = {"a": a, "b": b, "out": out}
     pool = make_pool(1, ring_size=2)  # one worker, so the counter has a core of its own
@@ -184,9 +184,9 @@ def test_another_python_thread_keeps_making_progress_during_a_large_array_add(ma
 
     adds = [0]
 
-    def add_for_half_a_second():
+    def add_for_a_while():
         start = time.perf_counter()
-        while adds[0] < 3 or time.perf_counter() - start < 0.5:
+        while adds[0] < 3 or time.perf_counter() - start < 0.3:
             pool.run(task).result(timeout=WAIT)
             adds[0] += 1
 
@@ -199,7 +199,7 @@ def test_another_python_thread_keeps_making_progress_during_a_large_array_add(ma
     try:
         wait_for(running, "the counter thread")
         idle_before, _ = rate(idle)
-        busy, busy_window = rate(add_for_half_a_second)
+        busy, busy_window = rate(add_for_a_while)
         idle_after, _ = rate(idle)
     finally:
         stop.set()

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import fastpool
-from _support import WAIT, Recorder, Snapshot, shm_entries, threads_named, wait_for
+from _support import WAIT, Recorder, Snapshot, new_shm_entries, shm_entries, threads_named, wait_for
 
 
 def identity(task):
@@ -405,4 +405,4 @@ def test_interpreter_exit_without_close_runs_everything_and_leaves_nothing(scena
     assert proc.stderr == ""
     assert proc.returncode == 0
     assert proc.stdout.strip() == str(N_AT_EXIT), proc.stdout
-    assert shm_entries() - before == set()
+    assert new_shm_entries(before) == set()

@@ -64,7 +64,7 @@ def test_exactly_once_for_100000_tasks_from_8_submitting_threads(make_pool, num_
 
 
 def test_exactly_once_with_futures_from_several_threads(pool):
-    n_threads, per_thread = 4, 2000
+    n_threads, per_thread = 4, 1000
     futs = [[] for _ in range(n_threads)]
 
     def submit(t):
@@ -84,7 +84,7 @@ def test_callbacks_never_run_concurrently(make_pool, processor):
     pool = make_pool(4, processor, ring_size=2)
     guard = threading.Lock()
     overlaps = [0]
-    n_threads, per_thread = 4, 2500
+    n_threads, per_thread = 4, 1500
     rec = Recorder(n_threads * per_thread)
 
     def callback(err, result):
@@ -229,7 +229,8 @@ def cpu_share_while_idle():
     return (cpu1 - cpu0) / (t1 - t0)
 
 
-def test_idle_pool_uses_no_cpu(pool):
+def test_idle_pool_uses_no_cpu(make_pool, num_threads):
+    pool = make_pool(num_threads, ring_size=2)
     assert pool.run((1, 2)).result(timeout=WAIT) == 3
     share = cpu_share_while_idle()
     assert share < IDLE_CPU_SHARE, f"idle pool used {share:.1%} CPU"

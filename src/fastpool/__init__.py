@@ -12,7 +12,6 @@ at a time in the context their task was submitted from.
 from fastpool import kernels
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, TaskTimeoutError, WorkerExitedError
-from fastpool.executor import BrokenThreadPool, ThreadPoolExecutor
 from fastpool.pool import WorkerPool
 
 __all__ = [
@@ -26,3 +25,13 @@ __all__ = [
     "kernels",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The executor drop-in pulls in concurrent.futures.thread: load it only
+    # for those who use it, so `import fastpool` stays cheap.
+    if name in ("ThreadPoolExecutor", "BrokenThreadPool"):
+        from fastpool import executor
+
+        return getattr(executor, name)
+    raise AttributeError(f"module 'fastpool' has no attribute {name!r}")

@@ -555,7 +555,7 @@ cdef int _resolve(object fut, object err, object value) except -1:
     """
     cdef dict d = getattr(fut, "__dict__", None)
     if d is not None and "_cond" not in d and type(fut) is not Future:
-        state = d.get("_state")
+        state = d.get("_state", _PENDING)
         if state is _PENDING or state is _RUNNING:
             if err is None:
                 d["_result"] = value
@@ -579,7 +579,7 @@ cdef int _resolve(object fut, object err, object value) except -1:
 cdef bint _start(object fut) except -1:
     """set_running_or_notify_cancel(), without a Condition when none exists."""
     cdef dict d = getattr(fut, "__dict__", None)
-    if d is not None and "_cond" not in d and d.get("_state") is _PENDING:
+    if d is not None and "_cond" not in d and d.get("_state", _PENDING) is _PENDING:
         d["_state"] = _RUNNING
         return True
     return fut.set_running_or_notify_cancel()

@@ -19,19 +19,30 @@ _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 class PoolFuture(Future):
     """A `concurrent.futures.Future`; `await fut` resumes on the awaiting loop."""
 
-    def __init__(self) -> None:
-        self._state = PENDING
-        self._result = None
-        self._exception = None
-        self._waiters = []
-        self._done_callbacks = []
+    # A new future is these class attributes and an empty instance: making
+    # one costs an allocation.  Whatever changes is stored on the instance.
+    _state = PENDING
+    _result = None
+    _exception = None
+    __init__ = object.__init__
+
+    def _lazy(self, name: str, make):
+        # setdefault is atomic under the GIL: racing threads share one object.
+        d = self.__dict__
+        value = d.get(name)
+        return value if value is not None else d.setdefault(name, make())
 
     @property
     def _condition(self) -> Condition:
-        # setdefault is atomic under the GIL: racing threads share one Condition.
-        d = self.__dict__
-        cond = d.get("_cond")
-        return cond if cond is not None else d.setdefault("_cond", Condition())
+        return self._lazy("_cond", Condition)
+
+    @property
+    def _waiters(self) -> list:
+        return self._lazy("_waiters_list", list)
+
+    @property
+    def _done_callbacks(self) -> list:
+        return self._lazy("_callbacks_list", list)
 
     def done(self) -> bool:
         return self._state in _DONE

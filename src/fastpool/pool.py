@@ -14,12 +14,15 @@ import threading
 import time
 import weakref
 from concurrent.futures import Executor
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from fastpool import kernels
 from fastpool._core import Core
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, WorkerExitedError
+
+if TYPE_CHECKING:
+    from typing import Any, Callable, Iterable, Iterator
 
 __all__ = ["WorkerPool"]
 
@@ -117,9 +120,10 @@ class _PoolBase(Core, Executor):
 
     def _join_workers(self) -> None:
         # Dispatcher thread, after workers were told to stop.
-        for t in self._workers:
+        for i, t in enumerate(self._workers):
             if t is not None:
                 t.join()
+                self._workers[i] = None     # one "exit" per worker, even if lost meanwhile
                 self._emit("exit", t.name, None)
 
     # ------------------------------------------------------------ events
