@@ -513,7 +513,10 @@ cdef class Core:
         if shm is not None:
             shm.close()
             if os.getpid() == self._creator_pid:
-                shm.unlink()
+                try:
+                    shm.unlink()
+                except FileNotFoundError:
+                    pass    # someone else already removed the name; ours is gone either way
 
     # ------------------------------------------------------------ lifecycle
 
