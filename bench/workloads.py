@@ -356,14 +356,6 @@ class Callbacks(Workload):
             callback(None, task["a"] + task["b"])
         return c.wait()
 
-    @contender("ProcessPoolExecutor", pool="ProcessPoolExecutor")
-    def ppe_add_done_callback(self) -> Collector:
-        return self._executor("ProcessPoolExecutor")
-
-    @contender("loky", pool="loky", needs="loky")
-    def loky_add_done_callback(self) -> Collector:
-        return self._executor("loky")
-
     def check(self, name: str, result: Collector) -> None:
         result.check()
 

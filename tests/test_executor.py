@@ -150,8 +150,25 @@ def test_shutdown_wait_true_waits_for_pending_tasks(make_executor):
     assert {f.result() for f in futs} == {sum(range(50_000))}
 
 
-def test_shutdown_wait_false_returns_before_running_tasks_finish(make_executor):
-    ex = make_executor(2)
+@pytest.fixture(params=["reference", "fastpool", "WorkerPool"])
+def make_any_executor(request, leak_check):
+    """The Executor contract alone, on every executor fastpool offers."""
+    cls = {"reference": cf.ThreadPoolExecutor, "fastpool": fastpool.ThreadPoolExecutor,
+           "WorkerPool": fastpool.WorkerPool}[request.param]
+    executors = []
+
+    def make(n):
+        ex = cls(n)
+        executors.append(ex)
+        return ex
+
+    yield make
+    for ex in executors:
+        ex.shutdown(wait=True)
+
+
+def test_shutdown_wait_false_returns_before_running_tasks_finish(make_any_executor):
+    ex = make_any_executor(2)
     started, release = threading.Event(), threading.Event()
 
     def block():

@@ -212,23 +212,3 @@ def test_shutdown_cancel_futures_cancels_what_has_not_started(make_pool, ring_si
     assert first.result(timeout=WAIT) == "first"
     pool.shutdown(wait=True)
     assert all(f.cancelled() for f in rest)
-
-
-def test_shutdown_wait_false_returns_before_running_tasks_finish(make_pool):
-    pool = make_pool(2)
-    started, release = threading.Event(), threading.Event()
-
-    def block():
-        started.set()
-        release.wait(10)
-        return "done"
-
-    fut = pool.submit(block)
-    try:
-        wait_for(started, "the task to start")
-        pool.shutdown(wait=False)
-        assert not fut.done()
-    finally:
-        release.set()
-    assert fut.result(timeout=WAIT) == "done"
-    pool.shutdown(wait=True)

@@ -9,7 +9,8 @@
 # Invariants.  A task holds one slot from submit until the dispatcher takes
 # its result; it may hold up to `max_chunks` task-ring cells meanwhile
 # (`record_credits` counts them).  Both are given out only while they last,
-# so no ring push can fail; what does not fit waits, in order, in
+# so a ring push can only meet a cell that a consumer is still copying out
+# (it then waits for it, see _push_task); what does not fit waits, in order, in
 # `overflow` until the dispatcher frees room.  Every accepted task yields
 # exactly one result cell (or, at terminate, is failed by the teardown from
 # its unpopped task cells), and the dispatcher completes it exactly once.
@@ -206,8 +207,14 @@ cdef class Core:
         return 0
 
     cdef inline int _push_task(self, fp_cell *c) except -1:
-        if fp_ring_push(self.tasks, c) != FP_OK:
-            raise SystemError("fastpool: task ring full despite admission control")
+        # Admission control keeps the tasks in the ring below its capacity,
+        # but workers release cells out of order: one lap on, our cell may
+        # still be held by a worker between claiming it and copying it out
+        # (preempted mid-pop).  It is a few instructions from done and needs
+        # no GIL, so yield the CPU to it until it lets go.
+        while fp_ring_push(self.tasks, c) != FP_OK:
+            with nogil:
+                fp_yield()
         return 0
 
     def _raise_closed(self):
@@ -295,7 +302,7 @@ cdef class Core:
 
     cdef inline void _publish(self, fp_cell *r) noexcept nogil:
         while fp_ring_push(self.results, r) != FP_OK:
-            fp_cpu_relax()      # unreachable by admission control; never drop
+            fp_yield()          # the dispatcher is mid-pop on this cell; never drop
         fp_dispatcher_notify(self.ctl)
 
     cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil:

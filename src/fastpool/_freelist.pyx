@@ -18,8 +18,9 @@
 # carried in ring cells, to the Python objects of the task: callback or
 # future, its Context, and the task's own objects.  The free list is a stack
 # of ids, touched only with the GIL held.  Taking a slot is also admission
-# control: at most `capacity` tasks are in the rings at once, so neither ring
-# can ever be full when a producer pushes.
+# control: at most `capacity` tasks are in the rings at once, so a producer
+# never waits for room, only (rarely) for a consumer still copying out the
+# cell it claimed a lap earlier.
 from libc.stdlib cimport malloc, calloc, free as c_free
 from libc.limits cimport INT_MAX
 
