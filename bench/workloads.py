@@ -329,16 +329,13 @@ class Callbacks(Workload):
             run_task(task, callback)
         return c.wait()
 
-    def _executor(self, name: str) -> Collector:
+    @contender("ThreadPoolExecutor", pool="ThreadPoolExecutor")
+    def tpe_add_done_callback(self) -> Collector:
         c = Collector(self.n)
-        submit, done = self.pool_of(name).submit, c.on_future_done
+        submit, done = self.pool_of("ThreadPoolExecutor").submit, c.on_future_done
         for task in self.tasks:
             submit(add_task, task).add_done_callback(done)
         return c.wait()
-
-    @contender("ThreadPoolExecutor", pool="ThreadPoolExecutor")
-    def tpe_add_done_callback(self) -> Collector:
-        return self._executor("ThreadPoolExecutor")
 
     @contender("ThreadPool", pool="ThreadPool")
     def threadpool_apply_async(self) -> Collector:

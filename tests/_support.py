@@ -6,6 +6,7 @@ message, never a stuck run.
 from __future__ import annotations
 
 import os
+import contextlib
 import threading
 import time
 from collections import defaultdict
@@ -184,3 +185,22 @@ class Recorder:
     def __len__(self) -> int:
         with self._lock:
             return len(self.calls)
+
+
+@contextlib.contextmanager
+def first_task_running(pool):
+    """Keep the pool's only worker busy with a task until the block ends;
+    yields that task's future (its result is "first")."""
+    started, release = threading.Event(), threading.Event()
+
+    def block():
+        started.set()
+        release.wait(WAIT)
+        return "first"
+
+    first = pool.submit(block)
+    try:
+        wait_for(started, "the first task to start")
+        yield first
+    finally:
+        release.set()

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import re
+import contextlib
 import threading
 from concurrent.futures.thread import BrokenThreadPool
 
 import pytest
 
 import fastpool
-from _support import WAIT, wait_for
+from _support import WAIT, first_task_running, wait_for
 
 INITIALIZER_FAILED = "A thread initializer failed, the thread pool is not usable anymore"
 AFTER_SHUTDOWN = "cannot schedule new futures after shutdown"
@@ -24,18 +25,36 @@ def executor_cls(request):
     return cf.ThreadPoolExecutor if request.param == "reference" else fastpool.ThreadPoolExecutor
 
 
-@pytest.fixture
-def make_executor(executor_cls, leak_check):
+@contextlib.contextmanager
+def _shut_down_after(cls):
+    """A maker of `cls` instances, each shut down (waiting) at the end."""
     executors = []
 
     def make(*args, **kwargs):
-        ex = executor_cls(*args, **kwargs)
+        ex = cls(*args, **kwargs)
         executors.append(ex)
         return ex
 
-    yield make
-    for ex in executors:
-        ex.shutdown(wait=True)
+    try:
+        yield make
+    finally:
+        for ex in executors:
+            ex.shutdown(wait=True)
+
+
+@pytest.fixture
+def make_executor(executor_cls, leak_check):
+    with _shut_down_after(executor_cls) as make:
+        yield make
+
+
+@pytest.fixture(params=["reference", "fastpool", "WorkerPool"])
+def make_any_executor(request, leak_check):
+    """The Executor contract alone, on every executor fastpool offers."""
+    cls = {"reference": cf.ThreadPoolExecutor, "fastpool": fastpool.ThreadPoolExecutor,
+           "WorkerPool": fastpool.WorkerPool}[request.param]
+    with _shut_down_after(cls) as make:
+        yield make
 
 
 def test_is_an_executor_returning_futures(make_executor):
@@ -150,23 +169,6 @@ def test_shutdown_wait_true_waits_for_pending_tasks(make_executor):
     assert {f.result() for f in futs} == {sum(range(50_000))}
 
 
-@pytest.fixture(params=["reference", "fastpool", "WorkerPool"])
-def make_any_executor(request, leak_check):
-    """The Executor contract alone, on every executor fastpool offers."""
-    cls = {"reference": cf.ThreadPoolExecutor, "fastpool": fastpool.ThreadPoolExecutor,
-           "WorkerPool": fastpool.WorkerPool}[request.param]
-    executors = []
-
-    def make(n):
-        ex = cls(n)
-        executors.append(ex)
-        return ex
-
-    yield make
-    for ex in executors:
-        ex.shutdown(wait=True)
-
-
 def test_shutdown_wait_false_returns_before_running_tasks_finish(make_any_executor):
     ex = make_any_executor(2)
     started, release = threading.Event(), threading.Event()
@@ -189,21 +191,10 @@ def test_shutdown_wait_false_returns_before_running_tasks_finish(make_any_execut
 
 def test_shutdown_cancel_futures_cancels_queued_work(make_executor):
     ex = make_executor(1)
-    started, release = threading.Event(), threading.Event()
     ran = []
-
-    def block():
-        started.set()
-        release.wait(WAIT)
-        return "first"
-
-    first = ex.submit(block)
-    try:
-        wait_for(started, "the first task to start")
+    with first_task_running(ex) as first:
         rest = [ex.submit(ran.append, i) for i in range(10)]
         ex.shutdown(wait=False, cancel_futures=True)
-    finally:
-        release.set()
     assert first.result(timeout=WAIT) == "first"
     ex.shutdown(wait=True)
     assert all(f.cancelled() for f in rest)
@@ -212,21 +203,11 @@ def test_shutdown_cancel_futures_cancels_queued_work(make_executor):
 
 def test_cancel_a_queued_future(make_executor):
     ex = make_executor(1)
-    started, release = threading.Event(), threading.Event()
     ran = []
-
-    def block():
-        started.set()
-        release.wait(WAIT)
-
-    first = ex.submit(block)
-    try:
-        wait_for(started, "the first task to start")
+    with first_task_running(ex) as first:
         queued = ex.submit(ran.append, "queued")
         assert queued.cancel()
         assert not first.cancel()
-    finally:
-        release.set()
     first.result(timeout=WAIT)
     ex.shutdown(wait=True)
     assert queued.cancelled()
@@ -248,8 +229,8 @@ def test_map_is_ordered_and_raises_the_item_exception(make_executor):
     assert list(ex.map(pow, range(5), [2] * 5, chunksize=2)) == [0, 1, 4, 9, 16]
 
 
-def test_map_timeout_raises_timeout_error(make_executor):
-    ex = make_executor(2)
+def test_map_timeout_raises_timeout_error(make_any_executor):
+    ex = make_any_executor(2)
     release = threading.Event()
 
     def blocked(x):

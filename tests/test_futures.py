@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import fastpool
-from _support import WAIT, wait_for
+from _support import WAIT, first_task_running, wait_for
 
 
 def test_run_returns_a_pool_future_with_the_sum(pool):
@@ -146,38 +146,12 @@ def test_map_bad_native_task_raises_when_reached(pool):
         next(it)
 
 
-def test_map_timeout_raises_timeout_error(pool):
-    release = threading.Event()
-
-    def blocked(x):
-        release.wait(WAIT)
-        return x
-
-    try:
-        it = pool.map(blocked, [1, 2], timeout=0.2)
-        with pytest.raises(TimeoutError):
-            list(it)
-    finally:
-        release.set()
-
-
 def test_future_cancel_while_queued(make_pool, ring_size):
     pool = make_pool(1, ring_size=ring_size)
-    started, release = threading.Event(), threading.Event()
     ran = []
-
-    def block():
-        started.set()
-        release.wait(WAIT)
-        return "first"
-
-    first = pool.submit(block)
-    try:
-        wait_for(started, "the first task to start")
+    with first_task_running(pool) as first:
         queued = pool.submit(ran.append, "queued")
         assert queued.cancel()
-    finally:
-        release.set()
     assert first.result(timeout=WAIT) == "first"
     pool.shutdown(wait=True)
     assert queued.cancelled()
@@ -194,21 +168,10 @@ def test_shutdown_wait_true_waits_for_every_submitted_task(pool):
 
 def test_shutdown_cancel_futures_cancels_what_has_not_started(make_pool, ring_size):
     pool = make_pool(1, ring_size=ring_size)
-    started, release = threading.Event(), threading.Event()
-
-    def block():
-        started.set()
-        release.wait(WAIT)
-        return "first"
-
-    first = pool.submit(block)
-    try:
-        wait_for(started, "the first task to start")
+    with first_task_running(pool) as first:
         rest = [pool.submit(pow, i, 2) for i in range(10)]
         pool.shutdown(wait=False, cancel_futures=True)
         assert not first.cancelled()
-    finally:
-        release.set()
     assert first.result(timeout=WAIT) == "first"
     pool.shutdown(wait=True)
     assert all(f.cancelled() for f in rest)

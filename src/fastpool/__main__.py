@@ -31,19 +31,28 @@ def _bar(done: int, total: int, width: int = 30) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done:>{len(str(total))}}/{total}"
 
 
+class _Tally:
+    """Counts checked results; `done` is set at the last one."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.count, self.bad = n, 0, 0
+        self.done = threading.Event()
+
+    def record(self, ok: bool) -> None:
+        self.bad += not ok
+        self.count += 1
+        if self.count == self.n:
+            self.done.set()
+
+
 def run_fastpool(tasks: list[dict], threads: int, progress: bool) -> float:
     """Seed scenario: every task through run_task, each callback checks its result."""
     n = len(tasks)
-    done = threading.Event()
-    state = {"count": 0, "bad": 0}
+    tally = _Tally(n)
 
     def make_callback(expected: int):
-        def callback(err, result):
-            if err is not None or result != expected:
-                state["bad"] += 1
-            state["count"] += 1
-            if state["count"] == n:
-                done.set()
+        def callback(err, result):      # callbacks never overlap: no lock
+            tally.record(err is None and result == expected)
         return callback
 
     callbacks = [make_callback(t["a"] + t["b"]) for t in tasks]
@@ -51,7 +60,7 @@ def run_fastpool(tasks: list[dict], threads: int, progress: bool) -> float:
     if progress:
         def show():
             while not stop_progress.wait(0.05):
-                print("\r  fastpool  " + _bar(state["count"], n), end="", file=sys.stderr, flush=True)
+                print("\r  fastpool  " + _bar(tally.count, n), end="", file=sys.stderr, flush=True)
         shower = threading.Thread(target=show, daemon=True)
         shower.start()
     with WorkerPool(threads) as pool:
@@ -59,35 +68,29 @@ def run_fastpool(tasks: list[dict], threads: int, progress: bool) -> float:
         run_task = pool.run_task
         for task, callback in zip(tasks, callbacks):
             run_task(task, callback)
-        done.wait()
+        tally.done.wait()
         elapsed = time.perf_counter() - start
     stop_progress.set()
     if progress:
         shower.join()
         print("\r  fastpool  " + _bar(n, n), file=sys.stderr)
-    if state["bad"]:
-        raise SystemExit(f"fastpool demo: {state['bad']} of {n} results were wrong")
+    if tally.bad:
+        raise SystemExit(f"fastpool demo: {tally.bad} of {n} results were wrong")
     return elapsed
 
 
 def run_stdlib(tasks: list[dict], threads: int) -> float:
     """The same tasks through ThreadPoolExecutor.submit + add_done_callback."""
-    n = len(tasks)
-    done = threading.Event()
+    tally = _Tally(len(tasks))
     lock = threading.Lock()
-    state = {"count": 0, "bad": 0}
 
     def add(task):
         return task["a"] + task["b"]
 
     def make_callback(expected: int):
-        def callback(fut):
+        def callback(fut):              # run by any worker thread: locked
             with lock:
-                if fut.exception() is not None or fut.result() != expected:
-                    state["bad"] += 1
-                state["count"] += 1
-                if state["count"] == n:
-                    done.set()
+                tally.record(fut.exception() is None and fut.result() == expected)
         return callback
 
     callbacks = [make_callback(t["a"] + t["b"]) for t in tasks]
@@ -95,10 +98,10 @@ def run_stdlib(tasks: list[dict], threads: int) -> float:
         start = time.perf_counter()
         for task, callback in zip(tasks, callbacks):
             ex.submit(add, task).add_done_callback(callback)
-        done.wait()
+        tally.done.wait()
         elapsed = time.perf_counter() - start
-    if state["bad"]:
-        raise SystemExit(f"fastpool demo: ThreadPoolExecutor got {state['bad']} wrong results")
+    if tally.bad:
+        raise SystemExit(f"fastpool demo: ThreadPoolExecutor got {tally.bad} wrong results")
     return elapsed
 
 

@@ -1,5 +1,5 @@
 """Types of the native core (fastpool._core)."""
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator
 
 class Kernel:
     name: str

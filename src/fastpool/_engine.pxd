@@ -11,7 +11,6 @@ cdef class Core:
     cdef object overflow
     cdef int32_t n_overflow
     cdef int32_t record_credits
-    cdef int32_t nthreads
     cdef int32_t max_chunks
     cdef readonly uint32_t state
     cdef int default_op

@@ -15,7 +15,6 @@
 # exactly one result cell (or, at terminate, is failed by the teardown from
 # its unpopped task cells), and the dispatcher completes it exactly once.
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
-from cpython.object cimport PyObject_CallObject
 from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
@@ -58,7 +57,6 @@ cdef class Core:
                    bint lose_on_base_exception, future_cls):
         from multiprocessing import shared_memory
         from collections import deque
-        self.nthreads = num_threads
         # Every worker must be able to hold a task at once, or tasks that
         # wait for each other (a barrier) could never all start.
         ring_size = max(ring_size, <int32_t>_pow2_at_least(num_threads))
@@ -125,7 +123,7 @@ cdef class Core:
             if self.state != FP_RUNNING:
                 self._raise_closed()
             b = AddBatch()
-            b.encode(items[i:i + batch_size])
+            b.encode(items, i, min(n, i + batch_size))
             fut = self.future_cls()
             self._submit(OP_ADD_BATCH, b, fut, None, MODE_FUTURE)
             futures.append(fut)
@@ -494,17 +492,6 @@ cdef class Core:
                 futs.append(self.slots.cbs[i])
         return futs
 
-    def _ctl_words(self):
-        """The park/wake words, for debugging a stall."""
-        if self.ctl == NULL:
-            return None
-        cdef fp_ctl *c = self.ctl
-        return {"state": fp_load_u32_seq_cst(&c.state),
-                "sleepers": fp_load_u32_seq_cst(&c.sleepers),
-                "spinners": fp_load_u32_seq_cst(&c.spinners),
-                "waking": fp_load_u32_seq_cst(&c.waking),
-                "disp_sleeping": fp_load_u32_seq_cst(&c.disp_sleeping)}
-
     def _idle_workers(self):
         """Workers parked or looking for work (a hint, for lazy spawning)."""
         if self.ctl == NULL:
@@ -544,11 +531,6 @@ cdef class Core:
     def _request_terminate(self):
         return self._set_state(FP_TERMINATING)
 
-    def _stats(self):
-        """Counters for tests: accepted and completed tasks, and what is held."""
-        return {"tasks_in": self.tasks_in, "tasks_out": self.tasks_out,
-                "slots_in_use": self.slots.in_use() if self.slots is not None else 0,
-                "overflow": self.n_overflow}
 
 
 # The very objects concurrent.futures stores, so `is` is exact.

@@ -297,8 +297,9 @@ cdef class AddBatch:
     def __dealloc__(self):
         PyMem_Free(self.cells)
 
-    cdef int encode(self, list items) except -1:
-        cdef Py_ssize_t i, n = len(items)
+    cdef int encode(self, list items, Py_ssize_t start, Py_ssize_t stop) except -1:
+        # items[start:stop], read in place (no slice copy)
+        cdef Py_ssize_t i, n = stop - start
         cdef fp_cell *c
         self.cells = <fp_cell *>PyMem_Malloc(2 * max(n, 1) * sizeof(fp_cell))
         if self.cells == NULL:
@@ -307,7 +308,7 @@ cdef class AddBatch:
         self.n = n
         for i in range(n):
             c = &self.cells[i]
-            item = items[i]
+            item = items[start + i]
             if type(item) is tuple and len(<tuple>item) == 2:
                 _encode_operands((<tuple>item)[0], (<tuple>item)[1], None, c)
             else:

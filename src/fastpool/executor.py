@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 from concurrent.futures import thread as _stdlib_thread
 from typing import Any, Callable
 
