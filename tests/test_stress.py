@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import os
+import subprocess
+import sys
 import threading
 import time
 from functools import partial
@@ -252,3 +254,57 @@ def test_idle_thread_pool_executor_uses_no_cpu(leak_check):
             i * i for i in range(100)]
         share = cpu_share_while_idle()
     assert share < IDLE_CPU_SHARE, f"idle executor used {share:.1%} CPU"
+
+
+# -- the overflow FIFO and the garbage collector ------------------------------
+
+# Run in a fresh interpreter: its small heap makes collections frequent.
+_OVERFLOW_AND_GC = """
+import gc, sys, threading
+from time import sleep as pause
+from functools import partial
+import fastpool
+
+class Finalized:
+    def __init__(self):
+        self.me = self                       # a cycle: freed by the collector
+    def __del__(self):
+        pause(0)                              # releases the GIL inside gc
+
+gc.set_threshold(50, 2, 2)
+for round_ in range(3):
+    pool = fastpool.WorkerPool(2, ring_size=2)
+    total = 8 * 2000
+    done, lock, count = threading.Event(), threading.Lock(), [0]
+    def callback(expected, err, result):
+        Finalized()
+        assert err is None and result == expected
+        with lock:
+            count[0] += 1
+            if count[0] == total:
+                done.set()
+    def submit(t):
+        for i in range(2000):
+            Finalized()
+            pool.run_task((t, i), partial(callback, t + i))
+    threads = [threading.Thread(target=submit, args=(t,)) for t in range(8)]
+    for t in threads: t.start()
+    for t in threads: t.join()
+    if not done.wait(15):
+        print(f"stalled at {count[0]} of {total}", flush=True)
+        pool.terminate()
+        sys.exit(1)
+    pool.close()
+print("ok")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_overflow_moves_on_when_a_collection_lets_the_dispatcher_run():
+    # A submit that finds the ring full queues its task; making the queue
+    # entry can run a collection whose finalizers let the dispatcher free
+    # every slot and go to sleep before the entry lands.  The queue must
+    # still move on.
+    proc = subprocess.run([sys.executable, "-c", _OVERFLOW_AND_GC],
+                          capture_output=True, text=True, timeout=100)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "ok", "")

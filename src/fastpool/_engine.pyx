@@ -168,17 +168,16 @@ cdef class Core:
             else:
                 self.overflow.append((op, task, cb, ctx, mode))
             self.n_overflow += 1
+            if not queued and self.slots.nfree and self.record_credits >= self.max_chunks:
+                # Making the entry can run a collection, whose finalizers can
+                # let the dispatcher run: it may have freed every slot and
+                # gone to sleep since we looked.  Wake it to move the queue on.
+                fp_dispatcher_wake(self.ctl)
             return 0
         slot = self.slots.take()
         self.record_credits -= need
         self.slots.mode[slot] = mode
         self.slots.cbs[slot] = cb
-        if ctx is not None:
-            # A private copy that nothing else can reach, so it cannot be in
-            # a reference cycle: keep it out of the cyclic GC while it waits
-            # (thousands of live Contexts otherwise make every collection
-            # slow).  Invariant: untracked exactly while in slots.ctxs.
-            PyObject_GC_UnTrack(ctx)
         self.slots.ctxs[slot] = ctx
         self.slots.objs[slot] = obj
         self.tasks_in += 1
@@ -393,8 +392,6 @@ cdef class Core:
         mode = self.slots.mode[slot]
         cb = self.slots.cbs[slot]
         ctx = self.slots.ctxs[slot]
-        if ctx is not None:
-            PyObject_GC_Track(ctx)
         obj = self.slots.objs[slot]
         self.slots.cbs[slot] = None
         self.slots.ctxs[slot] = None

@@ -24,10 +24,6 @@
 from libc.stdlib cimport malloc, calloc, free as c_free
 from libc.limits cimport INT_MAX
 
-cdef extern from "Python.h":
-    void PyObject_GC_Track(object)
-    void PyObject_GC_UnTrack(object)
-
 cdef void fp_idle_wake(fp_ctl *ctl) noexcept nogil:
     # Called after publishing work.  seq_cst fence: our push must be visible
     # before we read `sleepers` (the other half of the Dekker pair is in park).
@@ -106,13 +102,6 @@ cdef class SlotTable:
         self.objs = [None] * capacity
 
     def __dealloc__(self):
-        # Contexts waiting in slots are untracked (see Core._submit); a
-        # Context must be tracked when it is freed.
-        cdef int32_t i
-        if self.ctxs is not None:
-            for i in range(len(self.ctxs)):
-                if self.ctxs[i] is not None:
-                    PyObject_GC_Track(self.ctxs[i])
         c_free(self.free)
         c_free(self.jobs)
         c_free(self.mode)
