@@ -19,10 +19,14 @@ cdef class Core:
     cdef bint lose_on_base_exception
     cdef readonly uint64_t tasks_in
     cdef readonly uint64_t tasks_out
+    cdef readonly object _failure   # what broke the engine, if anything
     cdef dict __dict__
 
-    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode,
-                     bint queued=*) except -1
+    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
+    cdef object _encode(self, int op, object task, fp_cell *c)
+    cdef int32_t _cells_needed(self, const fp_cell *c, object obj) noexcept
+    cdef bint _has_room(self, const fp_cell *c, object obj) noexcept
+    cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1
     cdef int _push_task(self, fp_cell *c) except -1
     cdef int _worker_loop(self, int idx) noexcept nogil
     cdef int _run_cell(self, fp_cell *c, int idx) noexcept nogil

@@ -50,6 +50,13 @@ cdef uint64_t _pow2_at_least(uint64_t n) noexcept:
     return c
 
 
+cdef class _Queued:
+    """A task waiting in the FIFO, already encoded (read once, at submit)."""
+    cdef fp_cell cell
+    cdef object obj, cb, ctx
+    cdef uint8_t mode
+
+
 cdef class Core:
     """Native part of a pool; fastpool.pool.WorkerPool builds on it."""
 
@@ -140,40 +147,50 @@ cdef class Core:
             self._submit(OP_CALL, (fn, args, kwargs), fut, None, MODE_FUTURE)
         return fut
 
-    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode,
-                     bint queued=False) except -1:
+    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1:
+        # The task is read once, here: what waits in the FIFO is its encoded
+        # form, so a caller changing the task object later changes nothing.
+        cdef _Queued q
         cdef fp_cell c
-        cdef int32_t slot, need = 1
-        cdef int64_t i, n = 0, per
-        if op == OP_NATIVE_ADD:
-            obj = fp_encode_add(task, &c)
-            if c.kind == K_ADD_ARRAY:
-                n = (<ArrayTask>obj).n
-                need = <int32_t>max(1, min(<int64_t>self.max_chunks, n // MIN_CHUNK))
-        elif op == OP_PROC:
-            c.kind = K_PROC
-            obj = task
-        elif op == OP_ADD_BATCH:
-            c.kind = K_ADD_BATCH
-            obj = task
-        else:
-            c.kind = K_CALL
-            obj = task
-        if (self.n_overflow and not queued) or self.slots.nfree == 0 or self.record_credits < need:
-            # Room is freed only by the dispatcher, which then moves these
-            # on; a task from the queue that still does not fit keeps its
-            # place at the front.
-            if queued:
-                self.overflow.appendleft((op, task, cb, ctx, mode))
-            else:
-                self.overflow.append((op, task, cb, ctx, mode))
-            self.n_overflow += 1
-            if not queued and self.slots.nfree and self.record_credits >= self.max_chunks:
-                # Making the entry can run a collection, whose finalizers can
-                # let the dispatcher run: it may have freed every slot and
-                # gone to sleep since we looked.  Wake it to move the queue on.
-                fp_dispatcher_wake(self.ctl)
+        obj = self._encode(op, task, &c)
+        if not self.n_overflow and self._has_room(&c, obj):
+            self._admit(&c, obj, cb, ctx, mode)
             return 0
+        # Room is freed only by the dispatcher, which then moves these on.
+        q = _Queued.__new__(_Queued)
+        q.cell = c
+        q.obj = obj
+        q.cb = cb
+        q.ctx = ctx
+        q.mode = mode
+        self.overflow.append(q)
+        self.n_overflow += 1
+        if self._has_room(&(<_Queued>self.overflow[0]).cell, (<_Queued>self.overflow[0]).obj):
+            # Making the entry can run a collection, whose finalizers can
+            # let the dispatcher run: it may have freed every slot and gone
+            # to sleep since we looked.  Wake it to move the queue on.
+            fp_dispatcher_wake(self.ctl)
+        return 0
+
+    cdef object _encode(self, int op, object task, fp_cell *c):
+        """Fill c.kind (and operands) for `task`; return what its slot holds."""
+        if op == OP_NATIVE_ADD:
+            return fp_encode_add(task, c)
+        c.kind = K_PROC if op == OP_PROC else (K_ADD_BATCH if op == OP_ADD_BATCH else K_CALL)
+        return task
+
+    cdef inline int32_t _cells_needed(self, const fp_cell *c, object obj) noexcept:
+        if c.kind != K_ADD_ARRAY:
+            return 1
+        return <int32_t>max(1, min(<int64_t>self.max_chunks, (<ArrayTask>obj).n // MIN_CHUNK))
+
+    cdef inline bint _has_room(self, const fp_cell *c, object obj) noexcept:
+        return self.slots.nfree != 0 and self.record_credits >= self._cells_needed(c, obj)
+
+    cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1:
+        """Give an encoded task a slot and its ring cells; wake a worker."""
+        cdef int32_t slot, need = self._cells_needed(c, obj)
+        cdef int64_t i, n, per
         slot = self.slots.take()
         self.record_credits -= need
         self.slots.mode[slot] = mode
@@ -187,18 +204,19 @@ cdef class Core:
             (<AddBatch>obj).fill_job(&self.slots.jobs[slot])
         if c.kind != K_ADD_ARRAY:
             self.slots.jobs[slot].remaining = 1
-            self._push_task(&c)
+            self._push_task(c)
             fp_idle_wake(self.ctl)
             return 0
         # Array: `need` chunk cells over one job; the worker that finishes
         # the last chunk publishes the result.
+        n = (<ArrayTask>obj).n
         (<ArrayTask>obj).fill_job(&self.slots.jobs[slot])
         self.slots.jobs[slot].remaining = need
         per = (n + need - 1) // need
         for i in range(need):
             c.a.i = i * per
             c.b.i = min(n, (i + 1) * per)
-            self._push_task(&c)
+            self._push_task(c)
         fp_add_u32_seq_cst(&self.ctl.work_seq, 1)
         fp_futex_wake(&self.ctl.work_seq, need)
         return 0
@@ -286,7 +304,8 @@ cdef class Core:
             fp_add_array_chunk(job, c.a.i, c.b.i)
             if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
                 return 0            # another chunk's worker will publish
-            r.kind = R_ARRAY
+            # terminate() took some chunks before they started
+            r.kind = R_CLOSED if fp_load_u32_acquire(&job.failed) else R_ARRAY
         elif c.kind == K_ADD_BATCH:
             fp_add_batch(&self.slots.jobs[c.slot])
             r.kind = R_BATCH
@@ -346,25 +365,48 @@ cdef class Core:
     # ------------------------------------------------------------ dispatcher
 
     def _dispatch_main(self):
-        """Body of the dispatcher thread: completions, one at a time."""
+        """Body of the dispatcher thread: completions, one at a time.
+
+        It must never die: user code it runs (callbacks, done-callbacks,
+        listeners) is guarded where it is called, and if the engine itself
+        fails, the pool breaks cleanly: unstarted tasks fail, the workers
+        stop, and the teardown below still runs.
+        """
         cdef fp_cell batch[BATCH]
         cdef int i, n
         cdef uint32_t seen
-        while True:
-            # Read the wake-up word before looking at the state: a close()
-            # or terminate() after this point changes it, so the park below
-            # returns at once instead of missing the request.
-            seen = fp_load_u32_seq_cst(&self.ctl.disp_seq)
-            if self.state == FP_TERMINATING or (
-                    self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
-                break
-            with nogil:
-                n = self._collect(batch, BATCH, seen)
-            for i in range(n):
-                self._complete(&batch[i])
-            if self.n_overflow:
-                self._flush_overflow()
+        try:
+            while True:
+                # Read the wake-up word before looking at the state: a close()
+                # or terminate() after this point changes it, so the park below
+                # returns at once instead of missing the request.
+                seen = fp_load_u32_seq_cst(&self.ctl.disp_seq)
+                if self.state == FP_TERMINATING or (
+                        self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
+                    break
+                with nogil:
+                    n = self._collect(batch, BATCH, seen)
+                for i in range(n):
+                    try:
+                        self._complete(&batch[i])
+                    except BaseException as e:
+                        # The rest of the batch still completes, then we stop.
+                        self._engine_failed(e)
+                if self.n_overflow:
+                    self._flush_overflow()
+        except BaseException as e:
+            self._engine_failed(e)
         self._teardown()
+
+    def _engine_failed(self, exc):
+        """The dispatcher itself failed: stop as terminate() would."""
+        if self._failure is None:
+            self._failure = exc
+        self._set_state(FP_TERMINATING)
+        try:
+            self._emit_error(exc)
+        except BaseException:
+            pass        # reporting is best effort; stopping cleanly is not
 
     cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil:
         cdef int n = 0, i
@@ -385,8 +427,9 @@ cdef class Core:
     cdef int _complete(self, fp_cell *r) except -1:
         cdef int32_t slot
         cdef uint8_t mode
+        cdef uint32_t kind = r.kind
         if r.slot == FP_NO_SLOT:
-            self._on_worker_lost(r.a.i, r.kind == R_INIT_FAILED)
+            self._on_worker_lost(r.a.i, kind == R_INIT_FAILED)
             return 0
         slot = <int32_t>r.slot
         mode = self.slots.mode[slot]
@@ -399,23 +442,32 @@ cdef class Core:
         self._release_slot(slot)
         err = None
         value = None
-        if r.kind == R_INT:
-            value = fp_int_result(r)
-        elif r.kind == R_FLOAT:
-            value = r.a.d
-        elif r.kind == R_OBJ or r.kind == R_BATCH:
-            value = obj
-        elif r.kind == R_ARRAY:
-            (<ArrayTask>obj).release()
-            value = (<ArrayTask>obj).result
-        elif r.kind == R_ERR:
-            err = obj
-        elif r.kind == R_LOST:
-            err = self._worker_exited_error(obj)
-        elif r.kind == R_CANCELLED:
-            return 0
+        try:
+            if kind == R_INT:
+                value = fp_int_result(r)
+            elif kind == R_FLOAT:
+                value = r.a.d
+            elif kind == R_OBJ or kind == R_BATCH:
+                value = obj
+            elif kind == R_ARRAY:
+                (<ArrayTask>obj).release()
+                value = (<ArrayTask>obj).result
+            elif kind == R_ERR:
+                err = obj
+            elif kind == R_LOST:
+                err = self._worker_exited_error(obj)
+            elif kind == R_CLOSED:
+                err = self._closed_error()
+            elif kind == R_CANCELLED:
+                return 0
+            else:
+                err = SystemError(f"fastpool: unknown result kind {kind}")
+        except BaseException as e:
+            # Turning the result into Python objects failed (out of memory):
+            # the task still completes exactly once, with that error.
+            err, value = e, None
         self._deliver(mode, cb, ctx, err, value)
-        if r.kind == R_LOST:
+        if kind == R_LOST:
             self._on_worker_lost(r.a.i, False, obj)
         return 0
 
@@ -427,8 +479,14 @@ cdef class Core:
         self.tasks_out += 1
 
     cdef int _deliver(self, uint8_t mode, object cb, object ctx, object err, object value) except -1:
+        # Whatever user code raises here (a callback, a future's
+        # done-callbacks), BaseExceptions included, is reported, never let
+        # out: the dispatcher must go on.
         if mode == MODE_FUTURE:
-            _resolve(cb, err, value)
+            try:
+                _resolve(cb, err, value)
+            except BaseException as e:
+                self._callback_error(e)
             return 0
         PyContext_Enter(ctx)
         try:
@@ -440,50 +498,82 @@ cdef class Core:
         return 0
 
     cdef int _flush_overflow(self) except -1:
-        # Move deferred tasks into the rings, oldest first, while room lasts.
-        while self.n_overflow and self.slots.nfree and self.record_credits >= self.max_chunks:
-            op, task, cb, ctx, mode = self.overflow.popleft()
+        # Move queued tasks into the rings, oldest first, while room lasts.
+        cdef _Queued q
+        while self.n_overflow:
+            q = <_Queued>self.overflow[0]
+            if not self._has_room(&q.cell, q.obj):
+                break
+            self.overflow.popleft()
             self.n_overflow -= 1
-            self._submit(op, task, cb, ctx, mode, True)
+            self._admit(&q.cell, q.obj, q.cb, q.ctx, q.mode)
         return 0
 
     cdef int _teardown(self) except -1:
         cdef fp_cell c
-        cdef bint terminating = self.state == FP_TERMINATING
-        with nogil:
-            fp_store_u32_seq_cst(&self.ctl.state, FP_STOPPING)
-            fp_idle_wake_all(self.ctl)
-        self._join_workers()
-        # Workers are gone: what they published completes normally; what
-        # they never started fails with PoolClosedError.
-        while fp_ring_pop(self.results, &c) == FP_OK:
-            self._complete(&c)
-        if terminating:
+        try:
+            if self.state == FP_TERMINATING:
+                # Before waiting for the workers: a stuck task must not delay
+                # the PoolClosedError of the tasks that never started.
+                self._fail_unstarted(self._closed_error)
+            with nogil:
+                fp_store_u32_seq_cst(&self.ctl.state, FP_STOPPING)
+                fp_idle_wake_all(self.ctl)
+            self._join_workers()
+            # Workers are gone: what they published completes normally; what
+            # they never started (a task that raced terminate) fails.
+            while fp_ring_pop(self.results, &c) == FP_OK:
+                try:
+                    self._complete(&c)
+                except BaseException as e:
+                    self._report_quietly(e)
             self._fail_unstarted(self._closed_error)
-        self._release_memory()
+        finally:
+            self.state = FP_STOPPING
+            self._release_memory()
         return 0
 
+    def _report_quietly(self, exc):
+        try:
+            self._emit_error(exc)
+        except BaseException:
+            pass
+
     def _fail_unstarted(self, make_error):
-        """Complete every task no worker has started with make_error()."""
+        """Complete every task no worker has started with make_error().
+
+        Workers may still be running other chunks of an array task whose
+        chunk we take here: the job is marked failed, and whoever finishes
+        its last chunk completes it (with R_CLOSED if it was marked).
+        """
         cdef fp_cell c
+        cdef fp_job *job
+        cdef _Queued q
         while fp_ring_pop(self.tasks, &c) == FP_OK:
-            self.slots.jobs[c.slot].remaining -= 1
-            if self.slots.jobs[c.slot].remaining == 0:
-                # The last cell of its task: fail the task once.
+            job = &self.slots.jobs[c.slot]
+            fp_store_u32_release(&job.failed, 1)
+            if fp_sub_i64_acq_rel(&job.remaining, 1) == 0:
                 c.kind = R_ERR
                 self.slots.objs[c.slot] = make_error()
-                self._complete(&c)
+                try:
+                    self._complete(&c)
+                except BaseException as e:
+                    self._report_quietly(e)
         while self.n_overflow:
-            op, task, cb, ctx, mode = self.overflow.popleft()
+            q = <_Queued>self.overflow.popleft()
             self.n_overflow -= 1
             self.tasks_in += 1
             self.tasks_out += 1
-            self._deliver(mode, cb, ctx, make_error(), None)
+            try:
+                self._deliver(q.mode, q.cb, q.ctx, make_error(), None)
+            except BaseException as e:
+                self._report_quietly(e)
 
     def _pending_futures(self):
         """Futures of tasks not yet completed (for shutdown(cancel_futures))."""
         cdef int32_t i
-        futs = [e[2] for e in self.overflow if e[4] == MODE_FUTURE]
+        cdef _Queued q
+        futs = [q.cb for q in self.overflow if q.mode == MODE_FUTURE]
         for i in range(self.slots.capacity):
             if self.slots.mode[i] == MODE_FUTURE and self.slots.cbs[i] is not None:
                 futs.append(self.slots.cbs[i])
@@ -510,6 +600,17 @@ cdef class Core:
                     pass    # someone else already removed the name; ours is gone either way
 
     # ------------------------------------------------------------ lifecycle
+
+    def _forget_after_fork(self):
+        """In a forked child: this copy of the pool is closed.  The segment,
+        the workers and the dispatcher are the parent's: touch none of them
+        (no state write, no wake-up, no unlink)."""
+        self.state = FP_STOPPING
+        self.base = NULL
+        self.ctl = NULL
+        self.tasks = NULL
+        self.results = NULL
+        self._shm = None        # unmapped in this process only; the parent unlinks
 
     cdef bint _set_state(self, uint32_t state):
         # GIL held; state only moves forward.  Wake the dispatcher to act.

@@ -43,6 +43,7 @@ ctypedef struct fp_job:
     int64_t remaining        # chunks not yet finished
     int32_t dtype
     int32_t cells            # task-ring cells the task was admitted for
+    uint32_t failed          # terminate() took a chunk before it started
 
 cdef enum:
     FP_NO_SLOT = 0xffffffff

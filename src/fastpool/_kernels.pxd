@@ -23,6 +23,7 @@ cdef enum:
     R_WORKER_LOST = 8  # no slot: worker a.i was lost between tasks
     R_INIT_FAILED = 9  # no slot: worker a.i's initializer raised
     R_BATCH = 10       # the AddBatch in the slot is computed
+    R_CLOSED = 11      # the task was failed by terminate() before all of it ran
 
     DT_F64 = 1
     DT_F32 = 2

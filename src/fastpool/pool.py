@@ -30,6 +30,11 @@ logger = logging.getLogger("fastpool")
 
 EVENTS = ("error", "spawn", "exit")
 _MAP_BATCH = 4096   # add tasks per ring cell on the native map path
+MAX_WORKERS = 4096          # checked before anything is allocated
+MAX_RING_SIZE = 1 << 20     # 32 MiB of task cells; more waits in the FIFO anyway
+
+# The pool's states, as the native core numbers them.
+RUNNING, CLOSING, TERMINATING, STOPPED = 0, 1, 2, 3
 _pool_ids = iter(range(1, 1 << 62))
 _live_pools: "weakref.WeakSet[_PoolBase]" = weakref.WeakSet()
 _atexit_registered = False
@@ -39,6 +44,18 @@ def _close_all_at_exit() -> None:
     # Like concurrent.futures: at interpreter exit, finish what was accepted.
     for pool in list(_live_pools):
         pool._close_at_exit()
+
+
+def _forget_pools_after_fork() -> None:
+    # A forked child shares the parent's segment but not its threads: its
+    # copies of the pools are closed and must touch nothing of the parent's.
+    for pool in list(_live_pools):
+        pool._forget_after_fork()
+    _live_pools.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def _track(pool: "_PoolBase") -> None:
@@ -51,11 +68,13 @@ def _track(pool: "_PoolBase") -> None:
     _live_pools.add(pool)
 
 
-def _check_count(name: str, value: Any) -> int:
+def _check_count(name: str, value: Any, most: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
+    if value > most:
+        raise ValueError(f"{name} must be <= {most}, got {value}")
     return value
 
 
@@ -70,6 +89,8 @@ class _PoolBase(Core, Executor):
             raise TypeError(f"ring_size must be an int, not {type(ring_size).__name__}")
         if ring_size < 2 or ring_size & (ring_size - 1):
             raise ValueError(f"ring_size must be a power of two >= 2, got {ring_size}")
+        if ring_size > MAX_RING_SIZE:
+            raise ValueError(f"ring_size must be <= {MAX_RING_SIZE}, got {ring_size}")
         self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._worker_names = worker_names
         self._workers: list[threading.Thread | None] = [None] * num_threads
@@ -112,7 +133,7 @@ class _PoolBase(Core, Executor):
             self._emit("exit", old.name, exc)
         if exc is None:
             self._emit_error(WorkerExitedError(f"worker {old.name if old else idx} exited unexpectedly"))
-        if self.state == 0 or self.state == 1:   # running or closing: keep the pool's size
+        if self.state in (RUNNING, CLOSING):   # keep the pool's size
             self._spawn(idx)
 
     def _initializer_failed(self) -> None:
@@ -150,10 +171,12 @@ class _PoolBase(Core, Executor):
             raise ValueError(f"unknown event {event!r}; expected one of {', '.join(EVENTS)}") from None
 
     def _emit(self, event: str, *args: Any) -> None:
+        # Runs on the dispatcher, which must not die: whatever a listener
+        # raises, a BaseException included, is logged and the next one runs.
         for listener in list(self._listeners[event]):
             try:
                 listener(*args)
-            except Exception:
+            except BaseException:
                 logger.exception("fastpool: %r listener %r raised", event, listener)
 
     def _emit_error(self, exc: BaseException) -> None:
@@ -175,9 +198,13 @@ class _PoolBase(Core, Executor):
         err.__cause__ = cause
         return err
 
-    @staticmethod
-    def _closed_error() -> PoolClosedError:
-        return PoolClosedError("the pool was terminated before the task started")
+    def _closed_error(self) -> PoolClosedError:
+        failure = self._failure
+        if failure is None:
+            return PoolClosedError("the pool was terminated before the task started")
+        err = PoolClosedError(f"the pool broke before the task started: {failure!r}")
+        err.__cause__ = failure
+        return err
 
     # --------------------------------------------------------- lifecycle
 
@@ -204,7 +231,7 @@ class _PoolBase(Core, Executor):
 
     @property
     def closed(self) -> bool:
-        return self.state != 0
+        return self.state != RUNNING
 
     # -------------------------------------------------------- Executor
 
@@ -255,7 +282,7 @@ class WorkerPool(_PoolBase):
                  *, ring_size: int = 65536) -> None:
         if num_threads is None:
             num_threads = os.cpu_count() or 1
-        _check_count("num_threads", num_threads)
+        _check_count("num_threads", num_threads, MAX_WORKERS)
         if processor is not None and not callable(processor):
             raise TypeError(f"processor must be callable or None, not {type(processor).__name__}")
         pid = next(_pool_ids)
@@ -267,5 +294,5 @@ class WorkerPool(_PoolBase):
         return len(self._workers)
 
     def __repr__(self) -> str:
-        state = ("running", "closing", "terminating", "closed")[min(self.state, 3)]
+        state = ("running", "closing", "terminating", "closed")[min(self.state, STOPPED)]
         return f"<fastpool.WorkerPool {state} num_threads={self.num_threads}>"
