@@ -50,21 +50,21 @@ def test_error_listener_raising_a_base_exception_is_logged_and_the_pool_goes_on(
 
 @pytest.mark.parametrize("exc", [SystemExit, KeyboardInterrupt, Fatal])
 def test_done_callback_raising_a_base_exception_is_reported_and_the_pool_goes_on(make_pool, exc):
-    pool = make_pool(2)
+    pool = make_pool(1)
     errors = []
     pool.on("error", errors.append)
-    with first_task_running(make_pool(1)):   # a second pool: unrelated work in flight
-        gate = threading.Event()
+    gate = threading.Event()
 
-        def raising(fut):
-            gate.set()
-            raise exc("done-callback")
+    def raising(fut):
+        gate.set()
+        raise exc("done-callback")
 
+    with first_task_running(pool):     # so that f is still queued below
         f = pool.run((1, 1))
         f.add_done_callback(raising)
-        wait_for(gate, "the done-callback")
-        assert f.result(WAIT) == 2
-        assert pool.run((2, 2)).result(WAIT) == 4
+    wait_for(gate, "the done-callback")
+    assert f.result(WAIT) == 2
+    assert pool.run((2, 2)).result(WAIT) == 4
     pool.close()
     assert [type(e) for e in errors] == [exc]
 
@@ -92,8 +92,8 @@ def test_engine_failure_breaks_the_pool_cleanly(make_pool):
     def no_threads(idx):
         raise RuntimeError("can't start new thread")
 
-    pool._spawn = no_threads
     with first_task_running(pool):
+        pool._spawn = no_threads
         doomed = pool.run("die")
         pending = [pool.run(i) for i in range(20)]
     with pytest.raises(fastpool.WorkerExitedError):
@@ -104,6 +104,20 @@ def test_engine_failure_breaks_the_pool_cleanly(make_pool):
     pool.close()
     with pytest.raises(fastpool.PoolClosedError):
         pool.run(1)
+
+
+def test_no_thread_for_the_first_worker_fails_the_task_and_breaks_the_pool(make_pool):
+    pool = make_pool(1)
+
+    def no_threads(idx):
+        raise RuntimeError("can't start new thread")
+
+    pool._spawn = no_threads
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        pool.run((1, 2))
+    pool.close()
+    with pytest.raises(fastpool.PoolClosedError):
+        pool.run((1, 2))
 
 
 # -- a task is read once ----------------------------------------------------
@@ -260,3 +274,81 @@ def test_repr_says_closed_once_close_returned(make_pool):
     assert "running" in repr(pool)
     pool.close()
     assert "closed" in repr(pool)
+
+
+# -- a thread waiting on a future completes it while the dispatcher sleeps ----
+
+
+def test_other_tasks_complete_while_a_thread_waits_on_a_stuck_task(make_pool):
+    pool = make_pool(2)
+    release = threading.Event()
+    stuck = pool.submit(release.wait, WAIT)
+    waiting = threading.Thread(target=stuck.result, args=(WAIT,))
+    waiting.start()
+    try:
+        rec = Recorder(200)
+        for i in range(200):
+            pool.run_task((i, 1), rec.callback)
+        assert sorted(r for _, r in rec.wait()) == [i + 1 for i in range(200)]
+        assert [pool.run((i, i)).result(WAIT) for i in range(100)] == [2 * i for i in range(100)]
+    finally:
+        release.set()
+    waiting.join(WAIT)
+    assert stuck.result(WAIT) is True
+
+
+def test_result_with_timeout_on_a_stuck_task_times_out_and_the_pool_goes_on(make_pool):
+    import concurrent.futures as cf
+
+    pool = make_pool(1)
+    with first_task_running(pool) as first:
+        with pytest.raises(cf.TimeoutError):
+            first.result(0.05)
+        with pytest.raises(cf.TimeoutError):
+            first.exception(0.05)
+    assert first.result(WAIT) == "first"
+    assert pool.run((1, 2)).result(WAIT) == 3
+
+
+def test_terminate_is_not_held_up_by_a_thread_waiting_on_a_stuck_task(make_pool):
+    pool = make_pool(1)
+    with first_task_running(pool) as first:
+        waiting = threading.Thread(target=first.result, args=(WAIT,))
+        waiting.start()
+        queued = [pool.run((i, i)) for i in range(20)]
+        stopper = threading.Thread(target=pool.terminate)
+        stopper.start()
+        for f in queued:
+            assert isinstance(f.exception(WAIT), fastpool.PoolClosedError)
+        assert not first.done()
+    stopper.join(WAIT)
+    waiting.join(WAIT)
+    assert first.result(WAIT) == "first"
+
+
+@pytest.mark.parametrize("num_threads", [1, 2, 4])
+def test_many_threads_waiting_on_their_own_futures_each_get_exactly_their_result(make_pool, num_threads):
+    pool = make_pool(num_threads)
+    errors = []
+    rec = Recorder(4 * 500)
+
+    def producer(k):
+        try:
+            for i in range(500):
+                if i % 3 == 0:
+                    pool.run_task((k, i), rec.callback)
+                    continue
+                got = pool.run((k, i)).result(WAIT)
+                assert got == k + i, (k, i, got)
+                rec.callback(None, got)
+        except BaseException as e:   # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=producer, args=(k * 1000,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert errors == []
+    calls = rec.wait()
+    assert sorted(r for _, r in calls) == sorted(k * 1000 + i for k in range(4) for i in range(500))

@@ -77,8 +77,12 @@ def test_terminate_twice_and_close_after_terminate_are_no_ops(pool):
         pool.run_task((1, 2), lambda err, result: None)
 
 
-def test_close_emits_exit_for_each_worker(pool, num_threads):
-    exits = []
+def test_close_emits_exit_for_each_worker(pool_factory, num_threads):
+    # Workers start on demand; once num_threads tasks ran at once, all of
+    # them exist, and close() reports each one leaving, once.
+    barrier = threading.Barrier(num_threads, timeout=10)
+    pool = pool_factory(lambda task: barrier.wait() is not None)
+    exits, spawns = [], []
     lock = threading.Lock()
 
     def on_exit(name, exc):
@@ -86,11 +90,27 @@ def test_close_emits_exit_for_each_worker(pool, num_threads):
             exits.append((name, exc))
 
     pool.on("exit", on_exit)
-    assert pool.run((1, 2)).result(timeout=WAIT) == 3
+    pool.on("spawn", spawns.append)
+    assert all(f.result(WAIT) for f in [pool.run(i) for i in range(num_threads)])
     pool.close()
     assert len(exits) == num_threads
+    assert sorted(name for name, _ in exits) == sorted(spawns)
     assert all(isinstance(name, str) and name.startswith("fastpool-worker") for name, _ in exits)
     assert all(exc is None for _, exc in exits)
+
+
+def test_workers_start_on_demand_up_to_num_threads(make_pool):
+    pool = make_pool(4)
+    assert pool.run((1, 2)).result(WAIT) == 3
+    started = pool.n_spawned
+    assert 1 <= started <= 4
+    barrier = threading.Barrier(4, timeout=10)
+    futs = [pool.submit(barrier.wait) for _ in range(4)]
+    assert sorted(f.result(WAIT) for f in futs) == [0, 1, 2, 3]
+    assert pool.n_spawned == 4
+    for _ in range(100):
+        pool.run((1, 1)).result(WAIT)
+    assert pool.n_spawned == 4
 
 
 # -- terminate --------------------------------------------------------------
@@ -180,6 +200,7 @@ def test_stop_from_inside_a_callback_does_not_deadlock(pool_factory, stop):
     closer = []
     refused = []
     stop_returned = threading.Event()
+    all_submitted = threading.Event()
 
     def make_callback(i):
         def callback(err, result):
@@ -188,6 +209,7 @@ def test_stop_from_inside_a_callback_does_not_deadlock(pool_factory, stop):
                 first = not closer
                 closer.append(i)
             if first:
+                wait_for(all_submitted, "the test to submit every task")
                 getattr(pool, stop)()
                 try:
                     pool.run_task((0, 0), lambda err, result: None)
@@ -199,6 +221,7 @@ def test_stop_from_inside_a_callback_does_not_deadlock(pool_factory, stop):
 
     for i in range(n):
         pool.run_task((i, i), make_callback(i))
+    all_submitted.set()
     wait_for(stop_returned, f"{stop}() called inside a callback to return")
     pool.close()
     assert len(refused) == 1
@@ -260,6 +283,8 @@ def test_worker_lost_to_a_base_exception_is_replaced(pool_factory, num_threads, 
         return task
 
     pool = pool_factory(processor)
+    # Workers start on demand: have all of them running before listening.
+    assert all(f.result(WAIT) for f in [pool.run("barrier") for _ in range(num_threads)])
     events = []
     lock = threading.Lock()
     exited, spawned = threading.Event(), threading.Event()
@@ -322,7 +347,7 @@ def test_repeated_worker_loss_keeps_the_pool_whole(make_pool):
     def on_spawn(name):
         with lock:
             spawns.append(name)
-            if len(spawns) >= deaths:
+            if len(spawns) >= deaths + 1:    # the replacements and a first worker
                 all_spawned.set()
 
     pool = make_pool(2, processor, ring_size=2)
@@ -345,7 +370,7 @@ def test_repeated_worker_loss_keeps_the_pool_whole(make_pool):
     futs = [pool.submit(barrier.wait) for _ in range(2)]
     assert sorted(f.result(timeout=WAIT) for f in futs) == [0, 1]
     pool.close()
-    assert len(spawns) == deaths
+    assert len(spawns) == deaths + 2        # the replacements and both first workers
     assert threads_named("fastpool") == []
 
 

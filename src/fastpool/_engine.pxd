@@ -20,6 +20,10 @@ cdef class Core:
     cdef readonly uint64_t tasks_in
     cdef readonly uint64_t tasks_out
     cdef readonly object _failure   # what broke the engine, if anything
+    cdef uint32_t disp_started      # the dispatcher thread exists (or runs inline)
+    cdef public int32_t n_workers   # the pool's size
+    cdef public int32_t n_spawned   # worker indexes started so far (0 .. n_workers)
+    cdef public bint grow_on_submit # start workers on demand from the submit path
     cdef dict __dict__
 
     cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
@@ -31,6 +35,8 @@ cdef class Core:
     cdef int _worker_loop(self, int idx) noexcept nogil
     cdef int _run_cell(self, fp_cell *c, int idx) noexcept nogil
     cdef void _publish(self, fp_cell *r) noexcept nogil
+    cdef void _push_result(self, fp_cell *r) noexcept
+    cdef void _start_dispatcher(self) noexcept with gil
     cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil
     cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil
     cdef int _complete(self, fp_cell *r) except -1

@@ -31,7 +31,7 @@ cdef enum:
     MODE_FUTURE = 1
 
     BATCH = 256            # results taken per dispatcher round
-    WORKER_SPIN = 2000     # pause-loops a worker looks for work before parking
+    WORKER_SPIN = 100     # pause-loops a worker looks for work before parking
     DISPATCH_SPIN = 200    # same for the dispatcher
     MIN_CHUNK = 16384      # elements below which an array is not split further
 
@@ -68,6 +68,7 @@ cdef class Core:
         # wait for each other (a barrier) could never all start.
         ring_size = max(ring_size, <int32_t>_pow2_at_least(num_threads))
         self.max_chunks = min(2 * num_threads, ring_size)
+        self.n_workers = num_threads
         self.record_credits = ring_size
         self.lose_on_base_exception = lose_on_base_exception
         self.future_cls = future_cls
@@ -118,6 +119,7 @@ cdef class Core:
         if self.state != FP_RUNNING:
             self._raise_closed()
         fut = self.future_cls()
+        fut._pool = self
         self._submit(self.default_op, task, fut, None, MODE_FUTURE)
         return fut
 
@@ -132,6 +134,7 @@ cdef class Core:
             b = AddBatch()
             b.encode(items, i, min(n, i + batch_size))
             fut = self.future_cls()
+            fut._pool = self
             self._submit(OP_ADD_BATCH, b, fut, None, MODE_FUTURE)
             futures.append(fut)
         return NativeMap(futures, end_time)
@@ -141,6 +144,7 @@ cdef class Core:
         if self.state != FP_RUNNING:
             self._raise_closed()
         fut = self.future_cls()
+        fut._pool = self
         if fn is add and len(args) == 1 and not kwargs:
             self._submit(OP_NATIVE_ADD, args[0], fut, None, MODE_FUTURE)
         else:
@@ -165,7 +169,10 @@ cdef class Core:
         q.mode = mode
         self.overflow.append(q)
         self.n_overflow += 1
-        if self._has_room(&(<_Queued>self.overflow[0]).cell, (<_Queued>self.overflow[0]).obj):
+        if not self.disp_started:
+            self._ensure_dispatcher()   # only it moves the queue on
+        if self.n_overflow and self._has_room(&(<_Queued>self.overflow[0]).cell,
+                                              (<_Queued>self.overflow[0]).obj):
             # Making the entry can run a collection, whose finalizers can
             # let the dispatcher run: it may have freed every slot and gone
             # to sleep since we looked.  Wake it to move the queue on.
@@ -199,19 +206,21 @@ cdef class Core:
         self.slots.objs[slot] = obj
         self.tasks_in += 1
         c.slot = <uint32_t>slot
-        self.slots.jobs[slot].cells = need
+        self.slots.job(slot).cells = need
         if c.kind == K_ADD_BATCH:
-            (<AddBatch>obj).fill_job(&self.slots.jobs[slot])
+            (<AddBatch>obj).fill_job(self.slots.job(slot))
         if c.kind != K_ADD_ARRAY:
-            self.slots.jobs[slot].remaining = 1
+            self.slots.job(slot).remaining = 1
             self._push_task(c)
             fp_idle_wake(self.ctl)
+            if self.grow_on_submit and self.n_spawned < self.n_workers:
+                self._grow(1)
             return 0
         # Array: `need` chunk cells over one job; the worker that finishes
         # the last chunk publishes the result.
         n = (<ArrayTask>obj).n
-        (<ArrayTask>obj).fill_job(&self.slots.jobs[slot])
-        self.slots.jobs[slot].remaining = need
+        (<ArrayTask>obj).fill_job(self.slots.job(slot))
+        self.slots.job(slot).remaining = need
         per = (n + need - 1) // need
         for i in range(need):
             c.a.i = i * per
@@ -219,6 +228,8 @@ cdef class Core:
             self._push_task(c)
         fp_add_u32_seq_cst(&self.ctl.work_seq, 1)
         fp_futex_wake(&self.ctl.work_seq, need)
+        if self.grow_on_submit and self.n_spawned < self.n_workers:
+            self._grow(need)
         return 0
 
     cdef inline int _push_task(self, fp_cell *c) except -1:
@@ -300,14 +311,14 @@ cdef class Core:
         if c.kind == K_ADD_I64 or c.kind == K_ADD_F64:
             fp_add_scalar(c, &r)
         elif c.kind == K_ADD_ARRAY:
-            job = &self.slots.jobs[c.slot]
+            job = self.slots.job(c.slot)
             fp_add_array_chunk(job, c.a.i, c.b.i)
             if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
                 return 0            # another chunk's worker will publish
             # terminate() took some chunks before they started
             r.kind = R_CLOSED if fp_load_u32_acquire(&job.failed) else R_ARRAY
         elif c.kind == K_ADD_BATCH:
-            fp_add_batch(&self.slots.jobs[c.slot])
+            fp_add_batch(self.slots.job(c.slot))
             r.kind = R_BATCH
         elif c.kind == K_FAIL:
             r.kind = R_ERR
@@ -320,6 +331,31 @@ cdef class Core:
         while fp_ring_push(self.results, r) != FP_OK:
             fp_yield()          # the dispatcher is mid-pop on this cell; never drop
         fp_dispatcher_notify(self.ctl)
+        # The dispatcher thread starts with the first result that no waiting
+        # thread takes (a short-lived pool whose tasks are all waited on
+        # never needs one).  Read after notify: a proxy seen here will take
+        # this result, and one that steps aside starts the dispatcher itself.
+        if (not fp_load_u32_acquire(&self.disp_started)
+                and not fp_load_u32_seq_cst(&self.ctl.proxy)):
+            self._start_dispatcher()
+
+    cdef void _start_dispatcher(self) noexcept with gil:
+        try:
+            self._ensure_dispatcher()
+        except BaseException as e:
+            self._report_quietly(e)
+
+    def _nothing_pending(self):
+        return self.slots.in_use() == 0 and not self.n_overflow
+
+    def _mark_dispatcher_started(self):
+        """Called by the Python layer, under its lock, before it starts (or
+        runs inline) the dispatcher loop."""
+        fp_store_u32_release(&self.disp_started, 1)
+
+    @property
+    def _dispatcher_started(self):
+        return fp_load_u32_acquire(&self.disp_started) != 0
 
     cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil:
         cdef int32_t slot = c.slot
@@ -375,6 +411,8 @@ cdef class Core:
         cdef fp_cell batch[BATCH]
         cdef int i, n
         cdef uint32_t seen
+        with nogil:
+            fp_token_lock(self.ctl)     # held while awake; lent out in park
         try:
             while True:
                 # Read the wake-up word before looking at the state: a close()
@@ -407,6 +445,66 @@ cdef class Core:
             self._emit_error(exc)
         except BaseException:
             pass        # reporting is best effort; stopping cleanly is not
+        try:
+            self._ensure_dispatcher()     # it fails what is pending
+        except BaseException:
+            pass        # then close() or exit does it in its own thread
+
+    def _wait_result(self, fut, timeout):
+        """Wait for `fut` (a task of this pool) by completing it here.
+
+        A thread about to block on one of our futures while the dispatcher
+        sleeps takes the dispatcher's role for that one result: the worker
+        wakes it directly, and the dispatcher stays asleep.  It completes
+        only its own future: any other result is put back for the
+        dispatcher, and it steps aside at once when the dispatcher wants
+        its token back (a close, a terminate, more results).  Returns
+        whether `fut` is done; if not, the caller waits the usual way.
+        """
+        cdef fp_cell c
+        cdef int64_t ns = -1
+        cdef bint mine
+        cdef fp_ctl *ctl = self.ctl
+        if ctl == NULL or self.state != FP_RUNNING or not fp_token_trylock(ctl):
+            return False
+        import time
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                if fp_ring_pop(self.results, &c) == FP_OK:
+                    mine = (c.slot != FP_NO_SLOT and c.kind != R_LOST
+                            and self.slots.cbs[c.slot] is fut)
+                    if not mine:
+                        self._push_result(&c)
+                        return False
+                    try:
+                        self._complete(&c)
+                    except BaseException as e:
+                        self._engine_failed(e)
+                    if self.n_overflow:
+                        self._flush_overflow()
+                    return True
+                if self.state != FP_RUNNING or fp_load_u32_seq_cst(&ctl.disp_token) != 1:
+                    return False
+                if deadline is not None:
+                    ns = <int64_t>((deadline - time.monotonic()) * 1e9)
+                    if ns <= 0:
+                        return False
+                with nogil:
+                    fp_proxy_park(ctl, _ring_has_work, self.results, ns)
+        finally:
+            fp_token_unlock(ctl)
+            # What arrived meanwhile, or what we put back, is the dispatcher's.
+            if not fp_ring_empty(self.results) or self.n_overflow:
+                if not self.disp_started:
+                    self._ensure_dispatcher()
+                fp_dispatcher_notify(ctl)
+
+    cdef void _push_result(self, fp_cell *r) noexcept:
+        # There is always room: the result ring holds every task's result.
+        with nogil:
+            while fp_ring_push(self.results, r) != FP_OK:
+                fp_yield()
 
     cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil:
         cdef int n = 0, i
@@ -473,8 +571,8 @@ cdef class Core:
 
     cdef void _release_slot(self, int32_t slot) noexcept:
         # Give back the slot and the ring cells the task held.
-        self.record_credits += self.slots.jobs[slot].cells
-        memset(&self.slots.jobs[slot], 0, sizeof(fp_job))
+        self.record_credits += self.slots.job(slot).cells
+        memset(self.slots.job(slot), 0, sizeof(fp_job))
         self.slots.give(slot)
         self.tasks_out += 1
 
@@ -511,6 +609,7 @@ cdef class Core:
 
     cdef int _teardown(self) except -1:
         cdef fp_cell c
+        interrupted = None
         try:
             if self.state == FP_TERMINATING:
                 # Before waiting for the workers: a stuck task must not delay
@@ -519,7 +618,15 @@ cdef class Core:
             with nogil:
                 fp_store_u32_seq_cst(&self.ctl.state, FP_STOPPING)
                 fp_idle_wake_all(self.ctl)
-            self._join_workers()
+            while True:
+                # The segment must outlive every worker: an interrupt (Ctrl-C
+                # in a close() that runs this in the main thread) is held
+                # back until they are all gone.
+                try:
+                    self._join_workers()
+                    break
+                except BaseException as e:
+                    interrupted = e
             # Workers are gone: what they published completes normally; what
             # they never started (a task that raced terminate) fails.
             while fp_ring_pop(self.results, &c) == FP_OK:
@@ -531,6 +638,8 @@ cdef class Core:
         finally:
             self.state = FP_STOPPING
             self._release_memory()
+        if interrupted is not None:
+            raise interrupted
         return 0
 
     def _report_quietly(self, exc):
@@ -550,7 +659,7 @@ cdef class Core:
         cdef fp_job *job
         cdef _Queued q
         while fp_ring_pop(self.tasks, &c) == FP_OK:
-            job = &self.slots.jobs[c.slot]
+            job = self.slots.job(c.slot)
             fp_store_u32_release(&job.failed, 1)
             if fp_sub_i64_acq_rel(&job.remaining, 1) == 0:
                 c.kind = R_ERR
@@ -574,10 +683,17 @@ cdef class Core:
         cdef int32_t i
         cdef _Queued q
         futs = [q.cb for q in self.overflow if q.mode == MODE_FUTURE]
-        for i in range(self.slots.capacity):
+        for i in range(self.slots.fresh):
             if self.slots.mode[i] == MODE_FUTURE and self.slots.cbs[i] is not None:
                 futs.append(self.slots.cbs[i])
         return futs
+
+    def _tasks_waiting(self):
+        """Task cells pushed and not yet taken by a worker (a hint)."""
+        if self.ctl == NULL:
+            return 0
+        return (fp_load_u64_relaxed(&self.tasks.enqueue_pos)
+                - fp_load_u64_relaxed(&self.tasks.dequeue_pos))
 
     def _idle_workers(self):
         """Workers parked or looking for work (a hint, for lazy spawning)."""
@@ -611,6 +727,7 @@ cdef class Core:
         self.tasks = NULL
         self.results = NULL
         self._shm = None        # unmapped in this process only; the parent unlinks
+        self.disp_started = 1   # nothing to dispatch here, not even inline
 
     cdef bint _set_state(self, uint32_t state):
         # GIL held; state only moves forward.  Wake the dispatcher to act.

@@ -1,5 +1,6 @@
 # Free-list bookkeeping: idle workers (park/wake) and free task slots.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdlib cimport calloc
 
 # Control words at the start of the shared block.  Each group that is
 # written by different threads sits on its own cache line.
@@ -17,6 +18,10 @@ ctypedef struct fp_ctl:
     uint32_t disp_seq        # futex word the dispatcher sleeps on
     uint32_t disp_sleeping   # the dispatcher is parked, or about to park
     uint8_t _pad2[56]
+    uint32_t disp_token      # who completes results: 0 free, 1 held, 2 held and wanted
+    uint32_t proxy           # a thread waiting on a future holds the token and sleeps
+    uint32_t proxy_seq       # futex word that thread sleeps on
+    uint8_t _pad3[52]
 
 cdef enum:
     FP_MAGIC = 0x46504f4f    # "FPOO"
@@ -32,6 +37,11 @@ cdef void fp_dispatcher_wake(fp_ctl *ctl) noexcept nogil
 cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil
 cdef void fp_dispatcher_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,
                              void *arg) noexcept nogil
+cdef bint fp_token_trylock(fp_ctl *ctl) noexcept nogil
+cdef void fp_token_lock(fp_ctl *ctl) noexcept nogil
+cdef void fp_token_unlock(fp_ctl *ctl) noexcept nogil
+cdef void fp_proxy_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
+                        int64_t ns) noexcept nogil
 
 # What a worker needs to run one chunk of an array task.  Process-local
 # (it holds pointers into the caller's buffers), indexed by task slot.
@@ -47,26 +57,51 @@ ctypedef struct fp_job:
 
 cdef enum:
     FP_NO_SLOT = 0xffffffff
+    JOB_SHIFT = 10               # jobs are allocated in pages of 1024 slots
+    JOB_PAGE = 1 << JOB_SHIFT
 
 cdef class SlotTable:
     cdef readonly int32_t capacity
-    cdef int32_t nfree
+    cdef int32_t nfree           # slots free: on the stack, or never used yet
+    cdef int32_t nstack          # ids on the free stack
+    cdef int32_t fresh           # ids below this have been handed out before
     cdef int32_t *free
-    cdef fp_job *jobs
+    cdef fp_job **job_pages      # page p holds the jobs of slots p * JOB_PAGE ...
     cdef uint8_t *mode
     cdef list cbs
     cdef list ctxs
     cdef list objs
 
-    cdef inline int32_t take(self) noexcept:
+    cdef inline int32_t take(self) except -2:
         # GIL held: slots are taken and given back only by Python threads.
+        # Ids never used are handed out in order and the per-slot lists grow
+        # with them, so a pool pays only for the slots it uses.
         if self.nfree == 0:
             return -1
         self.nfree -= 1
-        return self.free[self.nfree]
+        if self.nstack:
+            self.nstack -= 1
+            return self.free[self.nstack]
+        cdef int32_t slot = self.fresh
+        if slot % JOB_PAGE == 0:
+            # A new page; it reaches workers through the ring push that
+            # carries its first task (release), like the task itself.
+            self.job_pages[slot >> JOB_SHIFT] = <fp_job *>calloc(JOB_PAGE, sizeof(fp_job))
+            if self.job_pages[slot >> JOB_SHIFT] == NULL:
+                self.nfree += 1
+                raise MemoryError()
+        self.cbs.append(None)
+        self.ctxs.append(None)
+        self.objs.append(None)
+        self.fresh += 1
+        return slot
+
+    cdef inline fp_job *job(self, int32_t slot) noexcept nogil:
+        return &self.job_pages[slot >> JOB_SHIFT][slot & (JOB_PAGE - 1)]
 
     cdef inline void give(self, int32_t slot) noexcept:
-        self.free[self.nfree] = slot
+        self.free[self.nstack] = slot
+        self.nstack += 1
         self.nfree += 1
 
     cdef inline int32_t in_use(self) noexcept:

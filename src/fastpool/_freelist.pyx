@@ -17,7 +17,8 @@
 # Free task slots.  A fixed table (capacity = ring size) maps a slot id,
 # carried in ring cells, to the Python objects of the task: callback or
 # future, its Context, and the task's own objects.  The free list is a stack
-# of ids, touched only with the GIL held.  Taking a slot is also admission
+# of ids, touched only with the GIL held; ids never used yet come after it,
+# in order, so a quiet pool reuses the same few.  Taking a slot is also admission
 # control: at most `capacity` tasks are in the rings at once, so a producer
 # never waits for room, only (rarely) for a consumer still copying out the
 # cell it claimed a lap earlier.
@@ -60,28 +61,81 @@ cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, voi
     fp_store_u32_seq_cst(&ctl.waking, 0)
 
 cdef void fp_dispatcher_wake(fp_ctl *ctl) noexcept nogil:
-    # Unconditional: for close/terminate and other control changes.
+    # Unconditional: for close/terminate and other control changes.  A
+    # thread dispatching by proxy is told too, so that it steps aside.
     fp_add_u32_seq_cst(&ctl.disp_seq, 1)
     fp_futex_wake(&ctl.disp_seq, 1)
+    fp_add_u32_seq_cst(&ctl.proxy_seq, 1)
+    fp_futex_wake(&ctl.proxy_seq, 1)
 
 cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil:
-    # After publishing a result.  Only the first worker to find the
-    # dispatcher asleep wakes it: one wake-up per batch, not per result.
+    # After publishing a result.  If a thread waiting on a future holds the
+    # dispatch token (see fp_proxy_park), wake it instead of the dispatcher:
+    # that saves the lone task a wake-up.  Otherwise only the first worker
+    # to find the dispatcher asleep wakes it: one wake-up per batch.
     fp_fence_seq_cst()
+    if fp_load_u32_seq_cst(&ctl.proxy) != 0:
+        fp_add_u32_seq_cst(&ctl.proxy_seq, 1)
+        fp_futex_wake(&ctl.proxy_seq, 1)
+        return
     if fp_load_u32_seq_cst(&ctl.disp_sleeping) == 0:
         return
     if fp_xchg_u32_seq_cst(&ctl.disp_sleeping, 0) == 1:
-        fp_dispatcher_wake(ctl)
+        fp_add_u32_seq_cst(&ctl.disp_seq, 1)
+        fp_futex_wake(&ctl.disp_seq, 1)
 
 cdef void fp_dispatcher_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,
                              void *arg) noexcept nogil:
     # `seen` was read by the dispatcher before it last looked at the pool's
     # state, so a control change since then makes the wait return at once.
+    # While it sleeps the dispatcher lends out its token: a thread that
+    # waits on a future may complete results meanwhile.
+    fp_token_unlock(ctl)
     fp_store_u32_seq_cst(&ctl.disp_sleeping, 1)
     fp_fence_seq_cst()
     if not has_work(arg):
         fp_futex_wait(&ctl.disp_seq, seen)
     fp_store_u32_seq_cst(&ctl.disp_sleeping, 0)
+    fp_token_lock(ctl)
+
+# The dispatch token.  Results are completed only by the thread that holds
+# it, so callbacks never run two at a time.  The dispatcher holds it while
+# awake; a thread blocked on a future may take it (try-lock only) while the
+# dispatcher sleeps, and gives it back as soon as the dispatcher wants it.
+# A futex mutex: 0 free, 1 held, 2 held and the dispatcher waits for it.
+
+cdef bint fp_token_trylock(fp_ctl *ctl) noexcept nogil:
+    cdef uint32_t expected = 0
+    return fp_cas_u32_seq_cst(&ctl.disp_token, &expected, 1)
+
+cdef void fp_token_lock(fp_ctl *ctl) noexcept nogil:
+    cdef uint32_t c = 0
+    if fp_cas_u32_seq_cst(&ctl.disp_token, &c, 1):
+        return
+    if c != 2:
+        c = fp_xchg_u32_seq_cst(&ctl.disp_token, 2)
+    while c != 0:
+        # Ask the holder (a proxy, asleep on its own word) to step aside.
+        fp_add_u32_seq_cst(&ctl.proxy_seq, 1)
+        fp_futex_wake(&ctl.proxy_seq, 1)
+        fp_futex_wait(&ctl.disp_token, 2)
+        c = fp_xchg_u32_seq_cst(&ctl.disp_token, 2)
+
+cdef void fp_token_unlock(fp_ctl *ctl) noexcept nogil:
+    if fp_xchg_u32_seq_cst(&ctl.disp_token, 0) == 2:
+        fp_futex_wake(&ctl.disp_token, 1)
+
+cdef void fp_proxy_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
+                        int64_t ns) noexcept nogil:
+    # The token holder that is not the dispatcher waits for a result.  The
+    # Dekker pair with fp_dispatcher_notify: we raise `proxy`, then re-check
+    # the ring; a worker publishes, then reads `proxy`.
+    cdef uint32_t seen = fp_load_u32_seq_cst(&ctl.proxy_seq)
+    fp_store_u32_seq_cst(&ctl.proxy, 1)
+    fp_fence_seq_cst()
+    if not has_work(arg) and fp_load_u32_seq_cst(&ctl.disp_token) == 1:
+        fp_futex_wait_ns(&ctl.proxy_seq, seen, ns)
+    fp_store_u32_seq_cst(&ctl.proxy, 0)
 
 
 cdef class SlotTable:
@@ -89,19 +143,19 @@ cdef class SlotTable:
         self.capacity = capacity
         self.nfree = capacity
         self.free = <int32_t *>malloc(capacity * sizeof(int32_t))
-        self.jobs = <fp_job *>calloc(capacity, sizeof(fp_job))
+        self.job_pages = <fp_job **>calloc(capacity // JOB_PAGE + 1, sizeof(fp_job *))
         self.mode = <uint8_t *>calloc(capacity, sizeof(uint8_t))
-        if self.free == NULL or self.jobs == NULL or self.mode == NULL:
+        if self.free == NULL or self.job_pages == NULL or self.mode == NULL:
             raise MemoryError()
-        cdef int32_t i
-        # Stack order: slot 0 on top, so a quiet pool reuses the same few.
-        for i in range(capacity):
-            self.free[i] = capacity - 1 - i
-        self.cbs = [None] * capacity
-        self.ctxs = [None] * capacity
-        self.objs = [None] * capacity
+        self.cbs = []
+        self.ctxs = []
+        self.objs = []
 
     def __dealloc__(self):
+        cdef int32_t p
+        if self.job_pages != NULL:
+            for p in range(self.capacity // JOB_PAGE + 1):
+                c_free(self.job_pages[p])
         c_free(self.free)
-        c_free(self.jobs)
+        c_free(self.job_pages)
         c_free(self.mode)

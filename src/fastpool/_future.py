@@ -10,8 +10,9 @@ step under the GIL (see `_engine.pyx`, `_resolve`); a future that has one
 is completed the standard way, so waiters are always notified.
 """
 from concurrent.futures import Future
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from threading import Condition
+from time import monotonic
 
 _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
@@ -24,6 +25,7 @@ class PoolFuture(Future):
     _state = PENDING
     _result = None
     _exception = None
+    _pool = None        # the pool running the task, set by the pool
     __init__ = object.__init__
 
     def _lazy(self, name: str, make):
@@ -48,6 +50,8 @@ class PoolFuture(Future):
         return self._state in _DONE
 
     def result(self, timeout=None):
+        if self._state != FINISHED:
+            timeout = self._wait_in_pool(timeout)
         if self._state == FINISHED:
             if self._exception is None:
                 return self._result
@@ -58,9 +62,25 @@ class PoolFuture(Future):
         return super().result(timeout)
 
     def exception(self, timeout=None):
+        if self._state != FINISHED:
+            timeout = self._wait_in_pool(timeout)
         if self._state == FINISHED:
             return self._exception
         return super().exception(timeout)
+
+    def _wait_in_pool(self, timeout):
+        # While the pool's dispatcher sleeps, the waiting thread completes
+        # this future itself (one wake-up fewer for a lone task); returns
+        # the time left for the usual wait, if it must wait the usual way.
+        pool = self._pool
+        if pool is None or self._state not in (PENDING, RUNNING):
+            return timeout
+        if timeout is None:
+            pool._wait_result(self, None)
+            return None
+        end = monotonic() + timeout
+        pool._wait_result(self, timeout)
+        return max(0.0, end - monotonic())
 
     def __await__(self):
         import asyncio  # only for users who await: keeps `import fastpool` light

@@ -8,7 +8,10 @@
 #   | dequeue_pos     |     +---------------------------------------+
 #   +-----------------+
 #
-# Cell i starts with seq == i.  A producer that claimed position p (CAS on
+# Cell i starts with seq == i.  The word stored in the cell is seq - i, so a
+# fresh, zero-filled segment is a ring of empty cells as it is: creating a
+# ring touches no page of its cells, and a short-lived pool pays only for the
+# pages it uses.  A producer that claimed position p (CAS on
 # enqueue_pos) owns cell p & mask while cell.seq == p, writes the message,
 # then stores seq = p + 1 (release): the message is published.  A consumer
 # that claimed p (CAS on dequeue_pos) waits for seq == p + 1 (acquire: it
@@ -27,16 +30,20 @@ cdef size_t fp_ring_bytes(uint64_t capacity) noexcept nogil:
     return sizeof(fp_ring) + capacity * sizeof(fp_cell)
 
 cdef void fp_ring_init(fp_ring *r, uint64_t capacity) noexcept nogil:
-    # capacity must be a power of two >= 2 (checked by the Python caller).
-    memset(r, 0, fp_ring_bytes(capacity))
+    # capacity must be a power of two >= 2 (checked by the Python caller);
+    # the cells must be zero-filled, as a new shared-memory block is.
+    memset(r, 0, sizeof(fp_ring))
     r.mask = capacity - 1
     r.cells_offset = sizeof(fp_ring)
-    cdef fp_cell *cells = _cells(r)
-    cdef uint64_t i
-    for i in range(capacity):
-        cells[i].seq = i
     # The block is handed to other threads by starting them afterwards
     # (thread creation is a full barrier), so plain stores are enough here.
+
+cdef inline uint64_t _seq(const fp_cell *cell, uint64_t i) noexcept nogil:
+    # acquire: see the callers.  The cell stores seq - i (see the top).
+    return fp_load_u64_acquire(&cell.seq) + i
+
+cdef inline void _set_seq(fp_cell *cell, uint64_t i, uint64_t seq) noexcept nogil:
+    fp_store_u64_release(&cell.seq, seq - i)
 
 cdef int fp_ring_push(fp_ring *r, const fp_cell *msg) noexcept nogil:
     cdef fp_cell *cells = _cells(r)
@@ -49,7 +56,7 @@ cdef int fp_ring_push(fp_ring *r, const fp_cell *msg) noexcept nogil:
         cell = &cells[pos & r.mask]
         # acquire: pairs with the consumer's release of seq, so our writes
         # to the cell cannot overtake its reads of the previous message.
-        seq = fp_load_u64_acquire(&cell.seq)
+        seq = _seq(cell, pos & r.mask)
         dif = <int64_t>(seq - pos)
         if dif == 0:
             if fp_cas_u64_relaxed(&r.enqueue_pos, &pos, pos + 1):
@@ -64,7 +71,7 @@ cdef int fp_ring_push(fp_ring *r, const fp_cell *msg) noexcept nogil:
     cell.a = msg.a
     cell.b = msg.b
     # release: publishes the message written above to the consumer.
-    fp_store_u64_release(&cell.seq, pos + 1)
+    _set_seq(cell, pos & r.mask, pos + 1)
     return FP_OK
 
 cdef int fp_ring_pop(fp_ring *r, fp_cell *out) noexcept nogil:
@@ -76,7 +83,7 @@ cdef int fp_ring_pop(fp_ring *r, fp_cell *out) noexcept nogil:
     while True:
         cell = &cells[pos & r.mask]
         # acquire: pairs with the producer's release; the message is visible.
-        seq = fp_load_u64_acquire(&cell.seq)
+        seq = _seq(cell, pos & r.mask)
         dif = <int64_t>(seq - (pos + 1))
         if dif == 0:
             if fp_cas_u64_relaxed(&r.dequeue_pos, &pos, pos + 1):
@@ -90,7 +97,7 @@ cdef int fp_ring_pop(fp_ring *r, fp_cell *out) noexcept nogil:
     out.a = cell.a
     out.b = cell.b
     # release: our reads of the message happen before the producer's reuse.
-    fp_store_u64_release(&cell.seq, pos + r.mask + 1)
+    _set_seq(cell, pos & r.mask, pos + r.mask + 1)
     return FP_OK
 
 cdef bint fp_ring_empty(fp_ring *r) noexcept nogil:
@@ -98,7 +105,7 @@ cdef bint fp_ring_empty(fp_ring *r) noexcept nogil:
     # not been published.  acquire, like pop, so a true "non-empty" is real.
     cdef uint64_t pos = fp_load_u64_relaxed(&r.dequeue_pos)
     cdef fp_cell *cell = &_cells(r)[pos & r.mask]
-    return <int64_t>(fp_load_u64_acquire(&cell.seq) - (pos + 1)) < 0
+    return <int64_t>(_seq(cell, pos & r.mask) - (pos + 1)) < 0
 
 
 cdef class Ring:

@@ -96,18 +96,66 @@ class _PoolBase(Core, Executor):
         self._workers: list[threading.Thread | None] = [None] * num_threads
         self._state_lock = threading.Lock()   # thread start/replace, not the hot path
         self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture)
-        self._dispatcher = threading.Thread(target=self._dispatch_main, name="fastpool-dispatcher")
-        self._dispatcher.start()
+        # Threads start when there is work for them: workers one by one as
+        # tasks arrive and none is idle (WorkerPool; the executor has its
+        # own rule), the dispatcher with the first result that no waiting
+        # thread completes itself.  A short-lived pool pays for what it uses.
+        self._dispatcher: threading.Thread | None = None
+        self._runner: threading.Thread | None = None    # the thread running the dispatch loop
+        self._dispatcher_lock = threading.Lock()
+        self._stopped = threading.Event()
+        self.grow_on_submit = not lazy
         _track(self)
-        if not lazy:
-            for i in range(num_threads):
-                self._spawn(i)
+
+    def _forget_after_fork(self) -> None:
+        super()._forget_after_fork()
+        # Locks another thread held at the fork stay held in the child.
+        self._state_lock = threading.Lock()
+        self._dispatcher_lock = threading.Lock()
+        self._dispatcher = None
+        self._workers = [None] * len(self._workers)
+        self._stopped.set()
+
+    # ----------------------------------------------------------- threads
+
+    def _grow(self, wanted: int) -> None:
+        # From the submit path, while fewer than num_threads workers exist:
+        # start one unless enough idle ones are there to take what waits.
+        if self._idle_workers() > self._tasks_waiting():
+            return
+        with self._state_lock:
+            try:
+                while wanted > 0 and self.n_spawned < self.n_workers and self.state == RUNNING:
+                    self._spawn(self.n_spawned)
+                    wanted -= 1
+            except BaseException as e:
+                if not any(self._workers):
+                    # Nothing could run the accepted tasks: break the pool,
+                    # so that they fail instead of waiting forever.
+                    self._engine_failed(e)
+                raise
+
+    def _ensure_dispatcher(self) -> None:
+        with self._dispatcher_lock:
+            if self._dispatcher is None and not self._dispatcher_started:
+                t = threading.Thread(target=self._dispatch_body, name="fastpool-dispatcher")
+                self._mark_dispatcher_started()
+                self._dispatcher = t
+                t.start()
+
+    def _dispatch_body(self) -> None:
+        self._runner = threading.current_thread()
+        try:
+            self._dispatch_main()
+        finally:
+            self._stopped.set()
 
     # ----------------------------------------------------------- threads
 
     def _spawn(self, idx: int) -> None:
         t = threading.Thread(target=self._worker_body, args=(idx,), name=self._worker_names[idx])
         self._workers[idx] = t
+        self.n_spawned = max(self.n_spawned, idx + 1)
         t.start()
         self._emit("spawn", t.name)
 
@@ -222,9 +270,24 @@ class _PoolBase(Core, Executor):
 
     def _wait_stopped(self) -> None:
         me = threading.current_thread()
-        if me is self._dispatcher or me in self._workers:
+        if me is self._runner or me in self._workers:
             return      # called from a callback or a task: cannot wait for itself
-        self._dispatcher.join()
+        with self._dispatcher_lock:
+            inline = (self._dispatcher is None and not self._dispatcher_started
+                      and self._nothing_pending())
+            if inline:
+                self._mark_dispatcher_started()
+        if inline:
+            # No dispatcher was ever needed and nothing is left to complete:
+            # this thread tears the pool down itself.
+            self._dispatch_body()
+            if isinstance(self._failure, KeyboardInterrupt):
+                raise self._failure
+            return
+        self._ensure_dispatcher()
+        self._stopped.wait()
+        if self._dispatcher is not None:
+            self._dispatcher.join()
 
     def _close_at_exit(self) -> None:
         self.close()

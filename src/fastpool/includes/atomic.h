@@ -45,6 +45,12 @@ static inline uint32_t fp_add_u32_seq_cst(uint32_t *p, uint32_t v) { return __at
 static inline uint32_t fp_sub_u32_seq_cst(uint32_t *p, uint32_t v) { return __atomic_sub_fetch(p, v, __ATOMIC_SEQ_CST); }
 static inline uint32_t fp_xchg_u32_seq_cst(uint32_t *p, uint32_t v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
 static inline void fp_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+/* Strong CAS for the dispatch token (a futex mutex): seq_cst, since taking
+ * or leaving the dispatcher's role is part of the same Dekker handshakes. */
+static inline int fp_cas_u32_seq_cst(uint32_t *p, uint32_t *expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 0 /* strong */,
+                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+}
 
 /* Chunk countdown of an array task: acq_rel so that the worker finishing the
  * last chunk sees every other worker's writes to the output before it
@@ -73,6 +79,21 @@ static inline void fp_futex_wait(uint32_t *addr, uint32_t expected) {
     syscall(SYS_futex, addr, FUTEX_WAIT, expected, NULL, NULL, 0);
 #else
     struct timespec ts = {0, 50000};
+    if (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == expected) nanosleep(&ts, NULL);
+#endif
+}
+
+/* The same, for at most `ns` nanoseconds (ns < 0: no limit). */
+static inline void fp_futex_wait_ns(uint32_t *addr, uint32_t expected, int64_t ns) {
+    if (ns < 0) {
+        fp_futex_wait(addr, expected);
+        return;
+    }
+#if defined(__linux__)
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    syscall(SYS_futex, addr, FUTEX_WAIT, expected, &ts, NULL, 0);
+#else
+    struct timespec ts = {0, ns < 50000 ? (long)ns : 50000};
     if (__atomic_load_n(addr, __ATOMIC_ACQUIRE) == expected) nanosleep(&ts, NULL);
 #endif
 }
