@@ -61,8 +61,7 @@ cdef class Core:
     """Native part of a pool; fastpool.pool.WorkerPool builds on it."""
 
     def _core_init(self, int32_t num_threads, int32_t ring_size, processor,
-                   bint lose_on_base_exception, future_cls):
-        from multiprocessing import shared_memory
+                   bint lose_on_base_exception, future_cls, bint named=False):
         from collections import deque
         # Every worker must be able to hold a task at once, or tasks that
         # wait for each other (a barrier) could never all start.
@@ -85,9 +84,18 @@ cdef class Core:
         cdef size_t task_off = sizeof(fp_ctl)
         cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
         cdef size_t size = result_off + fp_ring_bytes(result_cap)
-        self._shm = shared_memory.SharedMemory(create=True, size=size)
+        if named:
+            # Other processes attach to it by name.
+            from multiprocessing import shared_memory
+            self._shm = shared_memory.SharedMemory(create=True, size=size)
+            mapping = self._shm.buf
+        else:
+            # Thread workers need no name: an anonymous shared mapping is
+            # cheaper to make and to drop, and can never be left behind.
+            import mmap
+            self._shm = mapping = mmap.mmap(-1, size)
         self._creator_pid = os.getpid()
-        cdef unsigned char[::1] mv = self._shm.buf
+        cdef unsigned char[::1] mv = mapping
         self.base = <char *>&mv[0]
         memset(self.base, 0, sizeof(fp_ctl))
         self.ctl = <fp_ctl *>self.base
@@ -102,7 +110,8 @@ cdef class Core:
 
     @property
     def shm_name(self):
-        return None if self._shm is None else self._shm.name
+        """The shared-memory segment's name, or None (an anonymous mapping)."""
+        return getattr(self._shm, "name", None)
 
     # ---------------------------------------------------------------- submit
 
@@ -709,7 +718,7 @@ cdef class Core:
         shm, self._shm = self._shm, None
         if shm is not None:
             shm.close()
-            if os.getpid() == self._creator_pid:
+            if hasattr(shm, "unlink") and os.getpid() == self._creator_pid:
                 try:
                     shm.unlink()
                 except FileNotFoundError:
