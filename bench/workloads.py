@@ -504,6 +504,41 @@ class RoundTrip(Workload):
         return [Check("idle fastpool pool, CPU", f"{percent:.2f} % of a core", "< 1 % of a core", percent < 1)]
 
 
+class ShortLived(Workload):
+    """A pool made, used for one task and closed, as `with Pool(2) as pool:`
+    around one task: every round is one whole life; the median is reported."""
+
+    number = "4b"
+    key = "shortlived"
+    title = "short-lived pool: make a pool of 2, run one task, close it"
+    targets = {"ThreadPoolExecutor": Target(0.5, "fastpool <= 2x its cost")}
+    warmup_rounds = 10
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__(scale)
+        self.samples = self.scaled(500, 20)
+        self.task = {"a": 1, "b": 2}
+
+    @contender("fastpool")
+    def fastpool_with(self) -> int:
+        with fastpool.WorkerPool(2) as pool:
+            return pool.run(self.task).result()
+
+    @contender("ThreadPoolExecutor")
+    def tpe_with(self) -> int:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            return pool.submit(add_task, self.task).result()
+
+    def check(self, name: str, result: int) -> None:
+        assert result == 3, f"1 + 2 gave {result!r}"
+
+    def measure(self, name: str) -> float:
+        return statistics.median([Workload.measure(self, name) for _ in range(self.samples)])
+
+    def pedantic(self) -> dict:
+        return {"rounds": self.samples, "warmup_rounds": self.warmup_rounds}
+
+
 class _ArrayAdd(Workload):
     """Array tasks for the add kernel: a + b into a preallocated `out` per
     contender, compared element by element with numpy's answer."""
@@ -733,7 +768,8 @@ class ColdStart(Workload):
         assert result.strip() == "3", f"the script printed {result!r}"
 
 
-WORKLOADS: list[type[Workload]] = [Callbacks, Futures, Map, RoundTrip, Arrays, Scaling, Import, ColdStart]
+WORKLOADS: list[type[Workload]] = [Callbacks, Futures, Map, RoundTrip, ShortLived, Arrays, Scaling, Import,
+                                   ColdStart]
 
 
 # ---------------------------------------------------------------- machine
