@@ -204,3 +204,53 @@ def first_task_running(pool):
         yield first
     finally:
         release.set()
+
+
+# Every way to run one add task; each must give the same outcome.
+ADD_PATHS = ("run_task", "run", "submit", "direct", "map")
+
+
+def add_through(path, make_pool, task):
+    """(err, result) of the add kernel on ``task``, run one way.
+
+    "direct" calls ``kernels.add(task)``, which raises a bad task's error;
+    every other path must deliver that error to the task's callback, future
+    or iteration, so an exception at the call itself fails the test. The
+    pool is closed before returning, so a callback that came twice would be
+    seen.
+    """
+    from fastpool import kernels
+
+    if path == "direct":
+        try:
+            return None, kernels.add(task)
+        except Exception as e:
+            return e, None
+    pool = make_pool(2, ring_size=2)
+    if path == "run_task":
+        rec = Recorder(1)
+        pool.run_task(task, rec.callback)
+        [(err, result)] = rec.wait()
+        pool.close()
+        assert len(rec) == 1, rec.calls
+        return err, result
+    if path == "map":
+        # a neighbour in the same batch, so the batch path is the one taken
+        it = pool.map(kernels.add, [(1, 2), task])
+        assert next(it) == 3
+        try:
+            return None, next(it)
+        except Exception as e:
+            return e, None
+        finally:
+            pool.close()
+    if path == "run":
+        fut = pool.run(task)
+    elif path == "submit":
+        fut = pool.submit(kernels.add, task)
+    else:
+        raise ValueError(f"unknown path {path!r}")
+    err = fut.exception(timeout=WAIT)
+    result = None if err is not None else fut.result()
+    pool.close()
+    return err, result

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastpool
-from _support import WAIT, Recorder
+from _support import ADD_PATHS, WAIT, Recorder, add_through
 
 add = fastpool.kernels.add
 
@@ -50,11 +50,12 @@ SCALAR_CASES = [
 
 
 def assert_same_number(result, expected):
-    """Same type and value as Python's result; NaN matches NaN and -0.0 only -0.0."""
+    """Same type and value as Python's result; NaN matches NaN and -0.0 only -0.0.
+    (numpy's floats are not all Python floats: anything but an int is compared so.)"""
     assert type(result) is type(expected), (result, expected)
-    if isinstance(expected, float) and math.isnan(expected):
+    if not isinstance(expected, int) and math.isnan(expected):
         assert math.isnan(result)
-    elif isinstance(expected, float):
+    elif not isinstance(expected, int):
         assert result == expected and math.copysign(1, result) == math.copysign(1, expected), (
             result, expected)
     else:
@@ -156,5 +157,139 @@ def test_pool_results_property_match_python(make_pool):
             [(err, result)] = calls[i]
             assert err is None
             assert_same_number(result, a + b)
+
+    check()
+
+
+# -- numpy scalars --------------------------------------------------------------
+# A numpy scalar is a number, not a one-element buffer: the result is numpy's
+# own a + b (its result type, its wrapping of fixed-width ints, its errors).
+
+NUMPY_SCALAR_CASES = [
+    pytest.param(lambda np: (np.int64(5), np.int64(7)), id="int64-int64"),
+    pytest.param(lambda np: (np.int64(2**62), np.int64(2**62)), id="int64-wraps"),
+    pytest.param(lambda np: (np.int64(-(2**63)), np.int64(-1)), id="int64-min-minus-one-wraps"),
+    pytest.param(lambda np: (np.int32(2**31 - 1), 1), id="int32-int-wraps"),
+    pytest.param(lambda np: (1, np.int32(5)), id="int-int32"),
+    pytest.param(lambda np: (np.int8(-128), np.int8(-1)), id="int8-wraps"),
+    pytest.param(lambda np: (np.uint8(250), np.uint8(10)), id="uint8-wraps"),
+    pytest.param(lambda np: (np.uint8(250), 10), id="uint8-int-wraps"),
+    pytest.param(lambda np: (np.uint64(2**64 - 1), np.uint64(1)), id="uint64-wraps"),
+    pytest.param(lambda np: (np.int64(3), 2**70), id="int64-bigint-overflowerror"),
+    pytest.param(lambda np: (np.int32(1), 2**40), id="int32-int-out-of-bounds"),
+    pytest.param(lambda np: (np.int64(3), 1.5), id="int64-float"),
+    pytest.param(lambda np: (np.int64(3), np.int32(4)), id="int64-int32"),
+    pytest.param(lambda np: (np.float32(0.1), 0.2), id="float32-float"),
+    pytest.param(lambda np: (0.2, np.float32(0.1)), id="float-float32"),
+    pytest.param(lambda np: (np.float32(3e38), np.float32(3e38)), id="float32-overflow-to-inf"),
+    pytest.param(lambda np: (np.float64(0.1), 0.2), id="float64-float"),
+    pytest.param(lambda np: (np.float64(0.5), np.int64(2)), id="float64-int64"),
+    pytest.param(lambda np: (np.float64(0.5), 2**70), id="float64-bigint"),
+    pytest.param(lambda np: (np.float16(1), 2), id="float16-int"),
+    pytest.param(lambda np: (np.longdouble(1), 1), id="longdouble-int"),
+    pytest.param(lambda np: (np.bool_(True), np.bool_(True)), id="bool_-bool_"),
+    pytest.param(lambda np: (np.bool_(True), 1), id="bool_-int"),
+    pytest.param(lambda np: (True, np.bool_(True)), id="bool-bool_"),
+    pytest.param(lambda np: (np.float32("nan"), 1), id="float32-nan"),
+]
+
+
+def python_outcome(a, b):
+    try:
+        return None, a + b
+    except Exception as e:
+        return e, None
+
+
+def direct_outcome(task):
+    try:
+        return None, add(task)
+    except Exception as e:
+        return e, None
+
+
+def assert_same_outcome(got, expected):
+    """Same exception (type and message) or the same number."""
+    (err, result), (expected_err, expected_result) = got, expected
+    if expected_err is not None:
+        assert type(err) is type(expected_err), (err, expected_err)
+        assert str(err) == str(expected_err)
+        assert result is None
+    else:
+        assert err is None, err
+        assert_same_number(result, expected_result)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.parametrize("path", ADD_PATHS)
+@pytest.mark.parametrize("form", ["dict", "tuple"])
+@pytest.mark.parametrize("make", NUMPY_SCALAR_CASES)
+def test_numpy_scalars_add_as_numpy_does(make_pool, make, form, path):
+    np = pytest.importorskip("numpy")
+    a, b = make(np)
+    task = {"a": a, "b": b} if form == "dict" else (a, b)
+    assert_same_outcome(add_through(path, make_pool, task), python_outcome(a, b))
+
+
+NOT_NUMBERS = [
+    pytest.param(lambda np: np.complex128(1), id="complex128"),
+    pytest.param(lambda np: np.datetime64("2020-01-01"), id="datetime64"),
+    pytest.param(lambda np: np.timedelta64(1, "D"), id="timedelta64"),
+    pytest.param(lambda np: np.str_("1"), id="str_"),
+    pytest.param(lambda np: np.bytes_(b"1"), id="bytes_"),
+    pytest.param(lambda np: np.void(b"\x01"), id="void"),
+]
+
+
+@pytest.mark.parametrize("path", ADD_PATHS)
+@pytest.mark.parametrize("make", NOT_NUMBERS)
+def test_numpy_scalars_that_are_not_ints_or_floats_are_refused(make_pool, make, path):
+    np = pytest.importorskip("numpy")
+    x = make(np)
+    for task in ({"a": x, "b": 1}, (1, x)):
+        err, result = add_through(path, make_pool, task)
+        assert isinstance(err, TypeError), err
+        assert f"must be an int, a float or a numeric buffer, not {type(x).__name__}" in str(err)
+        assert result is None
+
+
+NUMPY_SCALAR_TYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                      "float16", "float32", "float64", "bool"]
+
+
+def numpy_operands(np):
+    from hypothesis.extra.numpy import from_dtype
+
+    def scalars(name):
+        dtype = np.dtype(name)
+        return from_dtype(dtype).map(dtype.type)
+
+    return st.one_of(operands, *(scalars(name) for name in NUMPY_SCALAR_TYPES))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_numpy_scalar_property_matches_numpy(make_pool):
+    np = pytest.importorskip("numpy")
+    pool = make_pool(2, ring_size=2)
+    mixed = numpy_operands(np)
+
+    @settings(max_examples=300, deadline=None)
+    @given(pairs=st.lists(st.tuples(mixed, mixed), min_size=1, max_size=20))
+    def check(pairs):
+        futs = [pool.run({"a": a, "b": b}) for a, b in pairs]
+        mapped = pool.map(add, pairs)
+        for (a, b), fut in zip(pairs, futs):
+            expected = python_outcome(a, b)
+            assert_same_outcome(direct_outcome((a, b)), expected)
+            err = fut.exception(timeout=WAIT)
+            assert_same_outcome((err, None if err else fut.result()), expected)
+            try:
+                got = (None, next(mapped))
+            except Exception as e:
+                got = (e, None)
+            assert_same_outcome(got, expected)
+            if got[0] is not None:
+                break   # Executor.map stops at the first error
 
     check()

@@ -7,6 +7,7 @@ from cpython.object cimport PyObject
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+import sys
 
 cdef enum:
     OP_ADD = 1
@@ -141,8 +142,28 @@ cdef inline int _scalar(object x, fp_word *w) noexcept:
     if t is float:
         w.d = PyFloat_AS_DOUBLE(x)
         return 2
+    return _other_scalar(x)
+
+# (numpy.generic, its bool/int/float types, timedelta64: an "integer" that
+# is not a number here) once numpy is loaded
+cdef object _numpy_scalar_types = None
+
+cdef int _other_scalar(object x) noexcept:
+    # Off the hot path.  A numpy scalar exports a 0-d buffer, but it is a
+    # number: numpy's own a + b (its result type, its fixed-width wrapping)
+    # on the Python path.  numpy is never imported here: if it is not loaded,
+    # x is not one of its scalars.
+    global _numpy_scalar_types
     if isinstance(x, (int, float)):
         return 3
+    if _numpy_scalar_types is None:
+        np = sys.modules.get("numpy")
+        if np is not None and hasattr(np, "generic"):
+            _numpy_scalar_types = (np.generic, (np.bool_, np.integer, np.floating), np.timedelta64)
+    if _numpy_scalar_types is not None and isinstance(x, _numpy_scalar_types[0]):
+        if isinstance(x, _numpy_scalar_types[1]) and not isinstance(x, _numpy_scalar_types[2]):
+            return 3
+        return 0
     if PyObject_CheckBuffer(x) and not isinstance(x, (bytes, bytearray, str)):
         return 4
     return 0
