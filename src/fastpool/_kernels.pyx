@@ -1,6 +1,6 @@
 # Built-in kernels: task parsing (with the GIL) and compute (without it).
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer,
-                             PyBUF_FORMAT, PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE)
+                             PyBuffer_IsContiguous, PyBUF_RECORDS, PyBUF_RECORDS_RO)
 from cpython.dict cimport PyDict_GetItem
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
 from cpython.object cimport PyObject
@@ -52,7 +52,7 @@ cdef int32_t _dtype_of(Py_buffer *v) noexcept:
     cdef const char *f = v.format
     cdef char code
     if f == NULL:
-        return 0
+        f = b"B"                # the buffer protocol's default: unsigned bytes
     if f[0] == b'@' or f[0] == b'=' or f[0] == b'<':
         # '<' is native only on little-endian machines, which is all we run on.
         f += 1
@@ -80,53 +80,154 @@ cdef inline int32_t _int_dtype(Py_ssize_t size) noexcept:
         return DT_I64
     return 0
 
-cdef object _new_like(object a, Py_buffer *v, int64_t n):
-    t = type(a)
-    if t.__name__ == "ndarray" and t.__module__ == "numpy":
-        import numpy
-        return numpy.empty_like(a)
+cdef str _format(Py_buffer *v):
+    return "B" if v.format == NULL else (<bytes>v.format).decode("ascii", "replace")
+
+cdef tuple _shape(Py_buffer *v):
+    cdef int i
+    return tuple([v.shape[i] for i in range(v.ndim)])
+
+cdef bint _same_shape(Py_buffer *x, Py_buffer *y) noexcept:
+    # Both were asked for with their shape (PyBUF_STRIDES implies PyBUF_ND).
+    cdef int i
+    if x.ndim != y.ndim:
+        return False
+    for i in range(x.ndim):
+        if x.shape[i] != y.shape[i]:
+            return False
+    return True
+
+cdef bint _overlap(Py_buffer *x, Py_buffer *y) noexcept:
+    cdef char *p = <char *>x.buf
+    cdef char *q = <char *>y.buf
+    return x.len > 0 and y.len > 0 and p < q + y.len and q < p + x.len
+
+cdef object _acquire(object x, Py_buffer *v, str name, bint writable):
+    """Get x's buffer into v (strided, with its format); None, or the
+    exception saying why x cannot be this operand."""
+    try:
+        PyObject_GetBuffer(x, v, PyBUF_RECORDS if writable else PyBUF_RECORDS_RO)
+        return None
+    except Exception as e:
+        cause = e
+    if writable:
+        try:
+            PyObject_GetBuffer(x, v, PyBUF_RECORDS_RO)
+        except Exception:
+            pass
+        else:
+            PyBuffer_Release(v)
+            err = ValueError(f"{_ADD}: 'out' is read-only ({cause})")
+            err.__cause__ = cause
+            return err
+    err = TypeError(f"{_ADD}: {name!r} cannot be read as an array of a numeric element type "
+                    f"({type(cause).__name__}: {cause})")
+    err.__cause__ = cause
+    return err
+
+cdef object _check_layout(Py_buffer *v, str name, Py_buffer *va):
+    """None, or the exception for an operand the kernel cannot read as is:
+    an unsupported element type, one other than va's (when va is not
+    NULL), or a layout that is not C-contiguous."""
+    cdef int32_t own = _dtype_of(v)
+    if own == 0:
+        fmt = _format(v)
+        why = "non-native byte order" if fmt[:1] in (">", "!") else "expected a float or integer type"
+        return TypeError(f"{_ADD}: {name!r} has unsupported element type {fmt!r} ({why})")
+    if va != NULL and own != _dtype_of(va):
+        return TypeError(f"{_ADD}: 'a' and {name!r} have different element types "
+                         f"({_format(va)!r} and {_format(v)!r}); the add kernel does not convert")
+    if not PyBuffer_IsContiguous(v, b'C'):
+        return ValueError(f"{_ADD}: {name!r} is not C-contiguous; pass a contiguous copy "
+                          "(numpy.ascontiguousarray)")
+    return None
+
+cdef object _shape_error(str name, Py_buffer *v, Py_buffer *va):
+    if v.ndim == 1 and va.ndim == 1:
+        if name == "out":
+            return ValueError(f"{_ADD}: 'out' has length {v.shape[0]}, expected {va.shape[0]}")
+        return ValueError(f"{_ADD}: 'a' and 'b' differ in length ({va.shape[0]} != {v.shape[0]})")
+    if name == "out":
+        return ValueError(f"{_ADD}: 'out' has shape {_shape(v)}, expected {_shape(va)}")
+    return ValueError(f"{_ADD}: 'a' and 'b' differ in shape ({_shape(va)} != {_shape(v)}); "
+                      "the add kernel does not broadcast")
+
+# array.array typecodes of each element type, for results of non-numpy inputs
+cdef dict _TYPECODES = {DT_F64: "d", DT_F32: "f",
+                        DT_I8 | DT_SIGNED: "b", DT_I16 | DT_SIGNED: "h",
+                        DT_I32 | DT_SIGNED: "i", DT_I64 | DT_SIGNED: "q",
+                        DT_I8: "B", DT_I16: "H", DT_I32: "I", DT_I64: "Q"}
+
+cdef object _new_like(object a, Py_buffer *v, int32_t dtype):
+    """A result for `a`: a numpy array of its shape and type when it is a
+    numpy array, else a zeroed array.array (1-D only), or the exception."""
+    np = sys.modules.get("numpy")
+    if np is not None and isinstance(a, np.ndarray):
+        return np.empty(_shape(v), a.dtype)
+    if v.ndim != 1:
+        return ValueError(f"{_ADD}: 'a' is a {v.ndim}-dimensional {type(a).__name__}, not a numpy "
+                          "array: pass an 'out' of its shape for the result")
     import array
-    code = chr(v.format[1] if v.format[0] in b'@=<' else v.format[0])
+    fmt = _format(v).lstrip("@=<")
+    code = fmt if fmt in array.typecodes and array.array(fmt).itemsize == v.itemsize else _TYPECODES[dtype]
     out = array.array(code)
-    if n:
-        out.frombytes(bytes(n * out.itemsize))
+    if v.len:
+        out.frombytes(bytes(v.len))
     return out
 
 cdef object _array_task(object a, object b, object out):
-    """Validate buffers a, b (and out); return an ArrayTask or an exception."""
+    """Validate buffers a, b (and out); return an ArrayTask or an exception.
+
+    a, b and out have one element type, one shape and a C-contiguous
+    layout; out is new, or exactly the memory of a or b, or apart from both.
+    """
     cdef ArrayTask t = ArrayTask()
-    if not PyObject_CheckBuffer(b):
-        return TypeError(f"{_ADD}: 'a' is a buffer, so 'b' must be one too, not {type(b).__name__}")
-    try:
-        PyObject_GetBuffer(a, &t.va, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
-        t.ha = True
-        PyObject_GetBuffer(b, &t.vb, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)
-        t.hb = True
-    except BufferError as e:
-        return TypeError(f"{_ADD}: 'a' and 'b' must be C-contiguous buffers ({e})")
+    ma = sys.modules.get("numpy.ma")       # loaded if any masked array exists
+    if ma is not None:
+        for name, x in (("a", a), ("b", b), ("out", out)):
+            if isinstance(x, ma.MaskedArray):
+                return TypeError(f"{_ADD}: {name!r} is a numpy masked array; the add kernel "
+                                 "would ignore its mask (pass plain arrays, e.g. x.filled())")
+    err = _acquire(a, &t.va, "a", False)
+    if err is not None:
+        return err
+    t.ha = True
+    err = _acquire(b, &t.vb, "b", False)
+    if err is not None:
+        return err
+    t.hb = True
+    err = _check_layout(&t.va, "a", NULL)
+    if err is not None:
+        return err
     t.dtype = _dtype_of(&t.va)
-    if t.dtype == 0:
-        return TypeError(f"{_ADD}: unsupported element type {(<bytes>t.va.format).decode()!r} "
-                         "(expected a float or integer type)")
-    if _dtype_of(&t.vb) != t.dtype:
-        return TypeError(f"{_ADD}: 'a' and 'b' must have the same element type")
+    err = _check_layout(&t.vb, "b", &t.va)
+    if err is not None:
+        return err
+    if not _same_shape(&t.va, &t.vb):
+        return _shape_error("b", &t.vb, &t.va)
     t.n = t.va.len // t.va.itemsize
-    cdef int64_t nb = t.vb.len // t.vb.itemsize
-    if nb != t.n:
-        return ValueError(f"{_ADD}: 'a' and 'b' differ in length ({t.n} != {nb})")
     if out is None:
-        out = _new_like(a, &t.va, t.n)
+        out = _new_like(a, &t.va, t.dtype)
+        if isinstance(out, Exception):
+            return out
     elif not PyObject_CheckBuffer(out):
-        return TypeError(f"{_ADD}: 'out' must be a writable buffer, not {type(out).__name__}")
-    try:
-        PyObject_GetBuffer(out, &t.vo, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
-        t.ho = True
-    except BufferError as e:
-        return TypeError(f"{_ADD}: 'out' must be a writable C-contiguous buffer ({e})")
-    if _dtype_of(&t.vo) != t.dtype:
-        return TypeError(f"{_ADD}: 'out' must have the same element type as 'a' and 'b'")
-    if t.vo.len // t.vo.itemsize != t.n:
-        return ValueError(f"{_ADD}: 'out' has length {t.vo.len // t.vo.itemsize}, expected {t.n}")
+        return TypeError(f"{_ADD}: 'out' must be a writable numeric buffer, not {type(out).__name__}")
+    err = _acquire(out, &t.vo, "out", True)
+    if err is not None:
+        return err
+    t.ho = True
+    err = _check_layout(&t.vo, "out", &t.va)
+    if err is not None:
+        return err
+    if not _same_shape(&t.vo, &t.va):
+        return _shape_error("out", &t.vo, &t.va)
+    # Each element of out depends on the same element of a and b only, so
+    # out may be a or b exactly (an in-place add), in any chunk order; out
+    # partly over an input would read elements already overwritten.
+    if (_overlap(&t.vo, &t.va) and t.vo.buf != t.va.buf) or (
+            _overlap(&t.vo, &t.vb) and t.vo.buf != t.vb.buf):
+        return ValueError(f"{_ADD}: 'out' partly overlaps {'a' if _overlap(&t.vo, &t.va) else 'b'!r}; "
+                          "it must be the same memory as an input, or apart from both")
     t.result = out
     return t
 
@@ -230,7 +331,7 @@ cdef object _encode_mapping_or_sequence(object task, fp_cell *c):
 cdef inline object _encode_operands(object a, object b, object out, fp_cell *c):
     cdef int ka = _scalar(a, &c.a)
     cdef int kb = _scalar(b, &c.b)
-    if ka == 1 and kb == 1:
+    if ka == 1 and kb == 1 and out is None:
         c.kind = K_ADD_I64
         return None
     if ka == 0:
@@ -240,12 +341,11 @@ cdef inline object _encode_operands(object a, object b, object out, fp_cell *c):
         c.kind = K_FAIL
         return _bad_operand("b", b)
     if ka == 4 or kb == 4:
-        if ka != 4:
-            c.kind = K_FAIL
-            return TypeError(f"{_ADD}: 'b' is a buffer, so 'a' must be one too, not {type(a).__name__}")
-        r = _array_task(a, b, out)
-        c.kind = K_FAIL if isinstance(r, Exception) else K_ADD_ARRAY
-        return r
+        return _encode_arrays(a, b, out, ka, kb, c)
+    if out is not None:
+        c.kind = K_FAIL
+        return TypeError(f"{_ADD}: 'out' is for array tasks; 'a' and 'b' are numbers "
+                         f"({type(a).__name__} and {type(b).__name__})")
     if ka == 3 or kb == 3:
         c.kind = K_ADD_PY
         return (a, b)
@@ -257,6 +357,23 @@ cdef inline object _encode_operands(object a, object b, object out, fp_cell *c):
         c.b.d = <double>c.b.i
     c.kind = K_ADD_F64
     return None
+
+
+cdef object _encode_arrays(object a, object b, object out, int ka, int kb, fp_cell *c):
+    c.kind = K_FAIL
+    if ka != kb:
+        arr, other, x = ("a", "b", b) if ka == 4 else ("b", "a", a)
+        return TypeError(f"{_ADD}: {arr!r} is an array, so {other!r} must be one too, not "
+                         f"{type(x).__name__} (the add kernel does not broadcast)")
+    try:
+        r = _array_task(a, b, out)
+    except Exception as e:
+        # An exporter or allocation that raises: the task's error, never
+        # the submitter's.
+        return e
+    if not isinstance(r, Exception):
+        c.kind = K_ADD_ARRAY
+    return r
 
 
 cdef inline void fp_add_scalar(const fp_cell *t, fp_cell *r) noexcept nogil:
