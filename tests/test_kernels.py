@@ -293,3 +293,38 @@ def test_numpy_scalar_property_matches_numpy(make_pool):
                 break   # Executor.map stops at the first error
 
     check()
+
+
+@pytest.mark.parametrize("path", ADD_PATHS)
+@pytest.mark.parametrize("form", ["dict", "tuple"])
+def test_numpy_scalars_follow_the_submitters_numpy_error_state(make_pool, form, path):
+    # numpy keeps its error state in a contextvar: the add runs in the
+    # submitter's context, as the callback does, whichever thread runs it.
+    np = pytest.importorskip("numpy")
+    a, b = np.int64(2**62), np.int64(2**62)
+    task = {"a": a, "b": b} if form == "dict" else (a, b)
+    with np.errstate(over="raise"):
+        expected = python_outcome(a, b)
+        got = add_through(path, make_pool, task)
+    assert isinstance(expected[0], FloatingPointError)
+    assert_same_outcome(got, expected)
+    with np.errstate(over="ignore"):
+        expected = python_outcome(a, b)
+        got = add_through(path, make_pool, task)
+    assert expected[0] is None
+    assert_same_outcome(got, expected)
+
+
+def test_numpy_error_state_holds_for_tasks_that_wait_in_the_queue(make_pool):
+    np = pytest.importorskip("numpy")
+    pool = make_pool(1, ring_size=2)     # most of these wait in the overflow FIFO
+    task = (np.int64(2**62), np.int64(2**62))
+    rec = Recorder(50)
+    with np.errstate(over="raise"):
+        futs = [pool.run(task) for _ in range(50)]
+        for i in range(50):
+            pool.run_task(task, rec.keyed(i))
+    for fut in futs:
+        assert isinstance(fut.exception(timeout=WAIT), FloatingPointError)
+    rec.wait()
+    assert all(isinstance(err, FloatingPointError) for err, _ in rec.wait())

@@ -20,6 +20,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
 import os
 from concurrent.futures._base import InvalidStateError, Future
+from operator import add as _operator_add
 
 cdef enum:
     OP_NATIVE_ADD = 1
@@ -166,6 +167,10 @@ cdef class Core:
         cdef _Queued q
         cdef fp_cell c
         obj = self._encode(op, task, &c)
+        if c.kind == K_ADD_PY and ctx is None:
+            # Python's a + b can read contextvars (numpy's error state): a
+            # future's task runs in its submitter's context too.
+            ctx = PyContext_CopyCurrent()
         if not self.n_overflow and self._has_room(&c, obj):
             self._admit(&c, obj, cb, ctx, mode)
             return 0
@@ -372,7 +377,7 @@ cdef class Core:
         try:
             if c.kind == K_ADD_PY:
                 a, b = objs[slot]
-                res = a + b
+                res = _context_add(self.slots.ctxs[slot], a, b)
             else:
                 if self.slots.mode[slot] == MODE_FUTURE:
                     if not _start(self.slots.cbs[slot]):
@@ -791,6 +796,13 @@ cdef int _resolve(object fut, object err, object value) except -1:
         if fut._state == _CANCELLED:
             fut.set_running_or_notify_cancel()
     return 0
+
+cdef object _context_add(object ctx, object a, object b):
+    # In the submitter's Context: entered only here, then by the callback
+    # after this returns, never at once.
+    if ctx is None:
+        return a + b
+    return ctx.run(_operator_add, a, b)
 
 cdef bint _start(object fut) except -1:
     """set_running_or_notify_cancel(), without a Condition when none exists."""
