@@ -168,12 +168,31 @@ def _ro(x):
     return x
 
 
-def _shifted(np, which):
-    # "out" is the same memory as one input, one element further on
-    base = np.arange(10.0)
-    task = {"a": np.ones(9), "b": np.ones(9)}
-    task[which], task["out"] = base[:-1], base[1:]
+def _shifted(x, other, which, forward=True):
+    """Input `which` is x[:-1] and "out" is x[1:] (or the other way round):
+    the same memory, one element apart."""
+    task = {"a": other, "b": other}
+    task[which], task["out"] = (x[:-1], x[1:]) if forward else (x[1:], x[:-1])
     return task
+
+
+def _in_place(x, other, which):
+    task = {"a": other, "b": other, "out": x}
+    task[which] = x
+    return task
+
+
+def _all_one(x):
+    return {"a": x, "b": x, "out": x}
+
+
+def _neighbours(x):
+    return {"a": x[:-1], "b": x[1:]}
+
+
+def _out_views_a_as_int64(np):
+    x = np.arange(8.0)
+    return {"a": x[:4], "b": np.ones(4), "out": x.view("int64")[2:6]}
 
 
 ACCEPTED = [
@@ -187,16 +206,12 @@ ACCEPTED = [
     pytest.param(lambda np: {"a": np.full(5, 127, "int8"), "b": np.ones(5, "int8")}, id="int8-wraps"),
     pytest.param(lambda np: {"a": np.full(5, 2**64 - 1, "uint64"), "b": np.full(5, 2, "uint64")},
                  id="uint64-wraps"),
-    pytest.param(lambda np: (lambda a: {"a": a, "b": np.full(6, 2.0), "out": a})(np.arange(6.0)),
-                 id="in-place-out-is-a"),
-    pytest.param(lambda np: (lambda b: {"a": np.full(6, 2.0), "b": b, "out": b})(np.arange(6.0)),
-                 id="in-place-out-is-b"),
-    pytest.param(lambda np: (lambda a: {"a": a, "b": a, "out": a})(np.arange(6, dtype="int64")),
-                 id="a-is-b-is-out"),
-    pytest.param(lambda np: (lambda a: {"a": a, "b": np.ones((2, 3)), "out": a})(
-        np.arange(6.0).reshape(2, 3)), id="in-place-2d"),
-    pytest.param(lambda np: (lambda x: {"a": x[:-1], "b": x[1:]})(np.arange(10.0)),
-                 id="inputs-overlap-each-other"),
+    pytest.param(lambda np: _in_place(np.arange(6.0), np.full(6, 2.0), "a"), id="in-place-out-is-a"),
+    pytest.param(lambda np: _in_place(np.arange(6.0), np.full(6, 2.0), "b"), id="in-place-out-is-b"),
+    pytest.param(lambda np: _all_one(np.arange(6, dtype="int64")), id="a-is-b-is-out"),
+    pytest.param(lambda np: _in_place(np.arange(6.0).reshape(2, 3), np.ones((2, 3)), "a"),
+                 id="in-place-2d"),
+    pytest.param(lambda np: _neighbours(np.arange(10.0)), id="inputs-overlap-each-other"),
     pytest.param(lambda np: {"a": np.ones(3, "int64"), "b": array("q", [1, 2, 3])},
                  id="numpy-and-array-array-of-one-type"),
     pytest.param(lambda np: {"a": np.ones(3, "<i4"), "b": np.ones(3, "=i4")}, id="explicit-native-order"),
@@ -239,12 +254,13 @@ REFUSED = [
     pytest.param(lambda np: {"a": np.ones((2, 3)), "b": np.ones((2, 3)), "out": array("d", [0.0] * 6)},
                  ValueError, "shape", id="array-array-out-for-2d"),
     # out partly over an input
-    pytest.param(lambda np: _shifted(np, "a"), ValueError, "overlap", id="out-is-a-shifted"),
-    pytest.param(lambda np: _shifted(np, "b"), ValueError, "overlap", id="out-is-b-shifted"),
-    pytest.param(lambda np: (lambda x: {"a": x[1:], "b": np.ones(9), "out": x[:-1]})(np.arange(10.0)),
+    pytest.param(lambda np: _shifted(np.arange(10.0), np.ones(9), "a"), ValueError, "overlap",
+                 id="out-is-a-shifted"),
+    pytest.param(lambda np: _shifted(np.arange(10.0), np.ones(9), "b"), ValueError, "overlap",
+                 id="out-is-b-shifted"),
+    pytest.param(lambda np: _shifted(np.arange(10.0), np.ones(9), "a", forward=False),
                  ValueError, "overlap", id="out-is-a-shifted-back"),
-    pytest.param(lambda np: (lambda x: {"a": x[:4], "b": np.ones(4), "out": x.view("int64")[2:6]})(
-        np.arange(8.0)), TypeError, "element type", id="out-is-a-other-type"),
+    pytest.param(_out_views_a_as_int64, TypeError, "element type", id="out-is-a-other-type"),
     # masks the kernel would ignore
     pytest.param(lambda np: {"a": np.ma.masked_array([1.0, 2.0], mask=[0, 1]), "b": np.ones(2)},
                  TypeError, "masked", id="masked-a"),
@@ -359,8 +375,8 @@ REFUSED_WITHOUT_NUMPY = [
     pytest.param(lambda: {"a": _2d("d"), "b": _2d("d")}, ValueError, "out", id="2d-memoryview-no-out"),
     pytest.param(lambda: {"a": _2d("d"), "b": array("d", range(6))}, ValueError, "shape",
                  id="2d-memoryview-vs-flat"),
-    pytest.param(lambda: (lambda x: {"a": x[:-1], "b": array("d", [1.0] * 9), "out": x[1:]})(
-        memoryview(array("d", range(10)))), ValueError, "overlap", id="memoryview-out-overlaps-a"),
+    pytest.param(lambda: _shifted(memoryview(array("d", range(10))), array("d", [1.0] * 9), "a"),
+                 ValueError, "overlap", id="memoryview-out-overlaps-a"),
     pytest.param(lambda: (array("d", [1.0]), 1.0), TypeError, "array", id="array-and-float"),
 ]
 
