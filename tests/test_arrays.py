@@ -190,6 +190,14 @@ def _neighbours(x):
     return {"a": x[:-1], "b": x[1:]}
 
 
+def _unaligned(np, dtype, n=100_003):
+    """An array one byte off its type's alignment, filled with 0, 1, 2, ..."""
+    size = np.dtype(dtype).itemsize
+    x = np.frombuffer(bytearray(size * n + 1), dtype, count=n, offset=1)
+    x[:] = np.arange(n) % 100
+    return x
+
+
 def _out_views_a_as_int64(np):
     x = np.arange(8.0)
     return {"a": x[:4], "b": np.ones(4), "out": x.view("int64")[2:6]}
@@ -215,6 +223,9 @@ ACCEPTED = [
     pytest.param(lambda np: {"a": np.ones(3, "int64"), "b": array("q", [1, 2, 3])},
                  id="numpy-and-array-array-of-one-type"),
     pytest.param(lambda np: {"a": np.ones(3, "<i4"), "b": np.ones(3, "=i4")}, id="explicit-native-order"),
+    pytest.param(lambda np: {"a": _unaligned(np, "f8"), "b": _unaligned(np, "f8"),
+                             "out": _unaligned(np, "f8")}, id="unaligned-float64"),
+    pytest.param(lambda np: {"a": _unaligned(np, "i4"), "b": _unaligned(np, "i4")}, id="unaligned-int32"),
 ]
 
 
