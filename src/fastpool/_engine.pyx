@@ -171,6 +171,12 @@ cdef class Core:
             # Python's a + b can read contextvars (numpy's error state): a
             # future's task runs in its submitter's context too.
             ctx = PyContext_CopyCurrent()
+        # Encoding ran user code, and any allocation can run a collection
+        # whose finalizers let other threads in: a close() may have got
+        # through since the caller looked.  Nothing below lets go of the
+        # GIL before the task is in the ring or the queue.
+        if self.state != FP_RUNNING:
+            self._raise_closed()
         if not self.n_overflow and self._has_room(&c, obj):
             self._admit(&c, obj, cb, ctx, mode)
             return 0
@@ -181,12 +187,14 @@ cdef class Core:
         q.cb = cb
         q.ctx = ctx
         q.mode = mode
+        if self.state != FP_RUNNING:    # the same, for the allocation just made
+            self._raise_closed()
         self.overflow.append(q)
         self.n_overflow += 1
         if not self.disp_started:
             self._ensure_dispatcher()   # only it moves the queue on
-        if self.n_overflow and self._has_room(&(<_Queued>self.overflow[0]).cell,
-                                              (<_Queued>self.overflow[0]).obj):
+        if self.ctl != NULL and self.n_overflow and self._has_room(
+                &(<_Queued>self.overflow[0]).cell, (<_Queued>self.overflow[0]).obj):
             # Making the entry can run a collection, whose finalizers can
             # let the dispatcher run: it may have freed every slot and gone
             # to sleep since we looked.  Wake it to move the queue on.
