@@ -308,3 +308,29 @@ def test_overflow_moves_on_when_a_collection_lets_the_dispatcher_run():
     proc = subprocess.run([sys.executable, "-c", _OVERFLOW_AND_GC],
                           capture_output=True, text=True, timeout=100)
     assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "ok", "")
+
+
+def test_context_snapshots_are_shared_on_this_python():
+    # Without it every task copies its submitter's Context (correct, slower).
+    from fastpool._core import _context_snapshots_shared
+
+    assert _context_snapshots_shared()
+
+
+def test_what_a_callback_sets_does_not_reach_a_task_from_the_same_context(pool):
+    seen = []
+    rec = Recorder(200)
+
+    def callback(err, result):
+        seen.append(who.get("<unset>"))
+        who.set(f"set-by-{result}")      # each callback must start clean
+        rec.callback(err, result)
+
+    def body():
+        who.set("submitter")
+        for i in range(200):
+            pool.run_task((i, 0), callback)
+
+    contextvars.copy_context().run(body)
+    rec.wait()
+    assert seen == ["submitter"] * 200

@@ -24,10 +24,13 @@ cdef class Core:
     cdef public int32_t n_workers   # the pool's size
     cdef public int32_t n_spawned   # worker indexes started so far (0 .. n_workers)
     cdef public bint grow_on_submit # start workers on demand from the submit path
+    cdef object ctx_vars            # the values the snapshot below was taken of
+    cdef object ctx_snap
     cdef dict __dict__
 
     cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
     cdef object _encode(self, int op, object task, fp_cell *c)
+    cdef object _context_snapshot(self)
     cdef int32_t _cells_needed(self, const fp_cell *c, object obj) noexcept
     cdef bint _has_room(self, const fp_cell *c, object obj) noexcept
     cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1

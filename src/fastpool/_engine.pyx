@@ -14,8 +14,39 @@
 # `overflow` until the dispatcher frees room.  Every accepted task yields
 # exactly one result cell (or, at terminate, is failed by the teardown from
 # its unpopped task cells), and the dispatcher completes it exactly once.
-from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Enter, PyContext_Exit
+from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Copy, PyContext_Enter, PyContext_Exit
 from cpython.object cimport PyObject
+
+cdef extern from "Python.h":
+    # The thread's current context (NULL until it first needs one): public
+    # in the non-limited API since 3.7.
+    ctypedef struct fp_tstate "PyThreadState":
+        PyObject *context
+    fp_tstate *fp_tstate_get "PyThreadState_Get"()
+
+cdef extern from "context.h":
+    PyObject *fp_context_vars(PyObject *ctx)
+
+cdef bint _context_layout_checked():
+    """Whether fp_context_vars reads the mapping of real contexts: a copy
+    shares it, a set in one context replaces it there only."""
+    import contextvars
+    var = contextvars.ContextVar("fastpool-layout-check")
+    c1 = contextvars.copy_context()
+    c2 = c1.copy()
+    shared = fp_context_vars(<PyObject *>c1)
+    if shared == NULL or shared != fp_context_vars(<PyObject *>c2):
+        return False
+    c1.run(var.set, 1)
+    return (fp_context_vars(<PyObject *>c1) != shared
+            and fp_context_vars(<PyObject *>c2) == shared
+            and c1.get(var) == 1 and var not in c2)
+
+cdef bint _share_snapshots = _context_layout_checked()
+
+def _context_snapshots_shared():
+    """Whether tasks from an unchanged context share one snapshot (tests)."""
+    return _share_snapshots
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
 import os
@@ -122,7 +153,7 @@ cdef class Core:
             self._raise_closed()
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        self._submit(self.default_op, task, callback, PyContext_CopyCurrent(), MODE_CALLBACK)
+        self._submit(self.default_op, task, callback, self._context_snapshot(), MODE_CALLBACK)
 
     def run(self, task):
         """Run `task`; return a future (awaitable) for its result."""
@@ -170,7 +201,7 @@ cdef class Core:
         if c.kind == K_ADD_PY and ctx is None:
             # Python's a + b can read contextvars (numpy's error state): a
             # future's task runs in its submitter's context too.
-            ctx = PyContext_CopyCurrent()
+            ctx = self._context_snapshot()
         # Encoding ran user code, and any allocation can run a collection
         # whose finalizers let other threads in: a close() may have got
         # through since the caller looked.  Nothing below lets go of the
@@ -200,6 +231,27 @@ cdef class Core:
             # to sleep since we looked.  Wake it to move the queue on.
             fp_dispatcher_wake(self.ctl)
         return 0
+
+    cdef object _context_snapshot(self):
+        """A copy of the caller's current Context, shared by every task
+        submitted while that context holds the same values.
+
+        A thread that submits many tasks from one context would otherwise
+        make a Context per task and keep them all alive, tracked by the
+        cyclic GC, until their callbacks ran.  The values are an immutable
+        mapping: the same mapping object (kept alive here, so its address
+        is not reused) means the same values.  Tasks only read the
+        snapshot; callbacks run in a copy of it (see _deliver).
+        """
+        cdef PyObject *cur = fp_tstate_get().context
+        if (_share_snapshots and cur != NULL and self.ctx_snap is not None
+                and fp_context_vars(cur) == <PyObject *>self.ctx_vars):
+            return self.ctx_snap
+        snap = PyContext_CopyCurrent()
+        if _share_snapshots:
+            self.ctx_vars = <object>fp_context_vars(<PyObject *>snap)
+            self.ctx_snap = snap
+        return snap
 
     cdef object _encode(self, int op, object task, fp_cell *c):
         """Fill c.kind (and operands) for `task`; return what its slot holds."""
@@ -608,6 +660,9 @@ cdef class Core:
             except BaseException as e:
                 self._callback_error(e)
             return 0
+        # A fresh copy of the shared snapshot, so that what a callback sets
+        # stays its own; it dies young, which the GC handles cheaply.
+        ctx = PyContext_Copy(ctx)
         PyContext_Enter(ctx)
         try:
             cb(err, value)
@@ -806,11 +861,10 @@ cdef int _resolve(object fut, object err, object value) except -1:
     return 0
 
 cdef object _context_add(object ctx, object a, object b):
-    # In the submitter's Context: entered only here, then by the callback
-    # after this returns, never at once.
+    # In (a copy of) the submitter's Context.
     if ctx is None:
         return a + b
-    return ctx.run(_operator_add, a, b)
+    return ctx.copy().run(_operator_add, a, b)   # the snapshot may be shared
 
 cdef bint _start(object fut) except -1:
     """set_running_or_notify_cancel(), without a Condition when none exists."""
