@@ -3,6 +3,7 @@
 include "includes/atomic.pxd"
 
 include "_ring.pxd"
+include "_segment.pxd"
 include "_freelist.pxd"
 include "_kernels.pxd"
 include "_engine.pxd"

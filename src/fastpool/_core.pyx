@@ -1,6 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, freethreading_compatible=False
 include "_ring.pyx"
+include "_segment.pyx"
 include "_freelist.pyx"
 include "_kernels.pyx"
 include "_engine.pyx"

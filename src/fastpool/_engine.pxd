@@ -1,9 +1,7 @@
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 
 cdef class Core:
-    cdef object _shm
-    cdef object _creator_pid
-    cdef char *base
+    cdef readonly Segment seg
     cdef fp_ctl *ctl
     cdef fp_ring *tasks
     cdef fp_ring *results

@@ -111,39 +111,17 @@ cdef class Core:
             self.processor = processor
         self.slots = SlotTable(ring_size)
         self.overflow = deque()
-        cdef uint64_t task_cap = ring_size
-        cdef uint64_t result_cap = _pow2_at_least(ring_size + 2 * num_threads + 2)
-        cdef size_t task_off = sizeof(fp_ctl)
-        cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
-        cdef size_t size = result_off + fp_ring_bytes(result_cap)
-        if named:
-            # Other processes attach to it by name.
-            from multiprocessing import shared_memory
-            self._shm = shared_memory.SharedMemory(create=True, size=size)
-            mapping = self._shm.buf
-        else:
-            # Thread workers need no name: an anonymous shared mapping is
-            # cheaper to make and to drop, and can never be left behind.
-            import mmap
-            self._shm = mapping = mmap.mmap(-1, size)
-        self._creator_pid = os.getpid()
-        cdef unsigned char[::1] mv = mapping
-        self.base = <char *>&mv[0]
-        memset(self.base, 0, sizeof(fp_ctl))
-        self.ctl = <fp_ctl *>self.base
-        self.ctl.magic = FP_MAGIC
-        self.ctl.task_ring = task_off
-        self.ctl.result_ring = result_off
-        self.tasks = <fp_ring *>(self.base + task_off)
-        self.results = <fp_ring *>(self.base + result_off)
-        fp_ring_init(self.tasks, task_cap)
-        fp_ring_init(self.results, result_cap)
+        self.seg = Segment.create(num_threads, ring_size,
+                                  _pow2_at_least(ring_size + 2 * num_threads + 2), named)
+        self.ctl = self.seg.ctl
+        self.tasks = self.seg.tasks
+        self.results = self.seg.results
         self.state = FP_RUNNING
 
     @property
     def shm_name(self):
         """The shared-memory segment's name, or None (an anonymous mapping)."""
-        return getattr(self._shm, "name", None)
+        return None if self.seg is None else self.seg.name
 
     # ---------------------------------------------------------------- submit
 
@@ -779,18 +757,11 @@ cdef class Core:
         return fp_load_u32_seq_cst(&self.ctl.sleepers) + fp_load_u32_seq_cst(&self.ctl.spinners)
 
     def _release_memory(self):
-        self.base = NULL
         self.ctl = NULL
         self.tasks = NULL
         self.results = NULL
-        shm, self._shm = self._shm, None
-        if shm is not None:
-            shm.close()
-            if hasattr(shm, "unlink") and os.getpid() == self._creator_pid:
-                try:
-                    shm.unlink()
-                except FileNotFoundError:
-                    pass    # someone else already removed the name; ours is gone either way
+        if self.seg is not None:
+            self.seg.close()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -799,11 +770,11 @@ cdef class Core:
         the workers and the dispatcher are the parent's: touch none of them
         (no state write, no wake-up, no unlink)."""
         self.state = FP_STOPPING
-        self.base = NULL
         self.ctl = NULL
         self.tasks = NULL
         self.results = NULL
-        self._shm = None        # unmapped in this process only; the parent unlinks
+        if self.seg is not None:
+            self.seg.forget()
         self.disp_started = 1   # nothing to dispatch here, not even inline
 
     cdef bint _set_state(self, uint32_t state):

@@ -1,34 +1,7 @@
 # Free-list bookkeeping: idle workers (park/wake) and free task slots.
+# The control words they use (fp_ctl) are the segment's: _segment.pxd.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport calloc
-
-# Control words at the start of the shared block.  Each group that is
-# written by different threads sits on its own cache line.
-ctypedef struct fp_ctl:
-    uint32_t magic
-    uint32_t state           # FP_RUNNING .. FP_STOPPING; written by Python threads
-    uint64_t task_ring       # offset of the task ring from the block start
-    uint64_t result_ring     # offset of the result ring
-    uint8_t _pad0[40]
-    uint32_t work_seq        # futex word idle workers sleep on
-    uint32_t sleepers        # workers parked, or about to park
-    uint32_t spinners        # workers awake and looking for work
-    uint32_t waking          # a wake-up is on its way to a parked worker
-    uint8_t _pad1[48]
-    uint32_t disp_seq        # futex word the dispatcher sleeps on
-    uint32_t disp_sleeping   # the dispatcher is parked, or about to park
-    uint8_t _pad2[56]
-    uint32_t disp_token      # who completes results: 0 free, 1 held, 2 held and wanted
-    uint32_t proxy           # a thread waiting on a future holds the token and sleeps
-    uint32_t proxy_seq       # futex word that thread sleeps on
-    uint8_t _pad3[52]
-
-cdef enum:
-    FP_MAGIC = 0x46504f4f    # "FPOO"
-    FP_RUNNING = 0
-    FP_CLOSING = 1           # accept nothing new; finish what was accepted
-    FP_TERMINATING = 2       # accept nothing new; start nothing new
-    FP_STOPPING = 3          # workers leave their loop
 
 cdef void fp_idle_wake(fp_ctl *ctl) noexcept nogil
 cdef void fp_idle_wake_all(fp_ctl *ctl) noexcept nogil
@@ -56,7 +29,6 @@ ctypedef struct fp_job:
     uint32_t failed          # terminate() took a chunk before it started
 
 cdef enum:
-    FP_NO_SLOT = 0xffffffff
     JOB_SHIFT = 10               # jobs are allocated in pages of 1024 slots
     JOB_PAGE = 1 << JOB_SHIFT
 

@@ -1,0 +1,59 @@
+# The shared segment: one block that holds a pool's control words, a record
+# per worker, and the task and result rings.  Only offsets are stored in it,
+# so a process that attaches by name may map it at another address.
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
+
+# Control words at the start of the segment.  Each group that is written by
+# different threads sits on its own cache line.
+ctypedef struct fp_ctl:
+    uint32_t magic           # FP_MAGIC: what attach() checks first
+    uint32_t version         # FP_LAYOUT_VERSION: the layout below
+    uint64_t size            # bytes in the segment
+    uint32_t state           # FP_RUNNING .. FP_STOPPING; written by the pool's owner
+    uint32_t n_workers       # worker records after this block
+    uint64_t workers         # offset of the worker records
+    uint64_t task_ring       # offset of the task ring
+    uint64_t result_ring     # offset of the result ring
+    uint8_t _pad0[16]
+    uint32_t work_seq        # futex word idle workers sleep on
+    uint32_t sleepers        # workers parked, or about to park
+    uint32_t spinners        # workers awake and looking for work
+    uint32_t waking          # a wake-up is on its way to a parked worker
+    uint8_t _pad1[48]
+    uint32_t disp_seq        # futex word the dispatcher sleeps on
+    uint32_t disp_sleeping   # the dispatcher is parked, or about to park
+    uint8_t _pad2[56]
+    uint32_t disp_token      # who completes results: 0 free, 1 held, 2 held and wanted
+    uint32_t proxy           # a thread waiting on a future holds the token and sleeps
+    uint32_t proxy_seq       # futex word that thread sleeps on
+    uint8_t _pad3[52]
+
+# One per worker, on its own cache line: written by that worker only.
+ctypedef struct fp_worker_rec:
+    uint32_t slot            # the task slot it is running, or FP_NO_SLOT
+    uint32_t tasks_low       # tasks it has run (wraps), a liveness hint
+    int32_t pid              # its process (0: a thread of the owner)
+    uint8_t _pad[52]
+
+cdef enum:
+    FP_MAGIC = 0x46504f4f    # "FPOO"
+    FP_LAYOUT_VERSION = 2
+    FP_RUNNING = 0
+    FP_CLOSING = 1           # accept nothing new; finish what was accepted
+    FP_TERMINATING = 2       # accept nothing new; start nothing new
+    FP_STOPPING = 3          # workers leave their loop
+    FP_NO_SLOT = 0xffffffff
+
+cdef class Segment:
+    cdef object _mapping     # an mmap (anonymous) or a SharedMemory (named)
+    cdef char *base
+    cdef fp_ctl *ctl
+    cdef fp_worker_rec *workers
+    cdef fp_ring *tasks
+    cdef fp_ring *results
+    cdef readonly object name
+    cdef object _owner_pid
+
+    cdef int _map(self, object mapping) except -1
+    cdef void _locate(self) noexcept
+    cdef void _drop_pointers(self) noexcept

@@ -1,0 +1,133 @@
+# The shared segment (see _segment.pxd for its layout).
+#
+#   fp_ctl | fp_worker_rec x n_workers | task ring | result ring
+#
+# A segment is made zero-filled by the kernel, so every counter, record and
+# ring cell starts out as it should (the rings store their sequence words
+# relative to the cell index for this reason): making one touches only the
+# pages of its header.  A pool whose workers are threads maps an anonymous
+# region; one that other processes join makes a named segment, which they
+# attach to and check (magic, layout version, size) before trusting any
+# offset in it.  Only the process that made a named segment unlinks it.
+from libc.string cimport memset
+import os
+
+
+cdef class Segment:
+
+    @staticmethod
+    def create(uint32_t n_workers, uint64_t task_cap, uint64_t result_cap, bint named=False):
+        cdef Segment seg = Segment.__new__(Segment)
+        cdef size_t workers_off = sizeof(fp_ctl)
+        cdef size_t task_off = workers_off + n_workers * sizeof(fp_worker_rec)
+        cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
+        cdef size_t size = result_off + fp_ring_bytes(result_cap)
+        cdef uint32_t i
+        if named:
+            from multiprocessing import shared_memory
+            mapping = shared_memory.SharedMemory(create=True, size=size)
+            seg.name = mapping.name
+        else:
+            # Thread workers need no name: an anonymous shared mapping is
+            # cheaper to make and to drop, and can never be left behind.
+            import mmap
+            mapping = mmap.mmap(-1, size)
+        seg._owner_pid = os.getpid()
+        seg._map(mapping)
+        seg.ctl.magic = FP_MAGIC
+        seg.ctl.version = FP_LAYOUT_VERSION
+        seg.ctl.size = size
+        seg.ctl.n_workers = n_workers
+        seg.ctl.workers = workers_off
+        seg.ctl.task_ring = task_off
+        seg.ctl.result_ring = result_off
+        seg._locate()
+        for i in range(n_workers):
+            seg.workers[i].slot = FP_NO_SLOT
+        fp_ring_init(seg.tasks, task_cap)
+        fp_ring_init(seg.results, result_cap)
+        return seg
+
+    @staticmethod
+    def attach(str name):
+        """Map the named segment of a pool made by another process."""
+        from multiprocessing import shared_memory
+        cdef Segment seg = Segment.__new__(Segment)
+        try:
+            mapping = shared_memory.SharedMemory(name=name, track=False)
+        except TypeError:       # before 3.13: no `track`; never unlink on our behalf
+            mapping = _attach_untracked(name)
+        seg.name = name
+        try:
+            seg._check(mapping)
+            seg._map(mapping)
+            seg._locate()
+        except BaseException:
+            mapping.close()
+            raise
+        return seg
+
+    def _check(self, mapping):
+        cdef Py_ssize_t have = mapping.size
+        cdef const unsigned char[::1] mv
+        cdef const fp_ctl *c
+        if have < <Py_ssize_t>sizeof(fp_ctl):
+            raise ValueError(f"{self.name!r} is not a fastpool pool (too small)")
+        mv = mapping.buf
+        c = <const fp_ctl *>&mv[0]
+        if c.magic != FP_MAGIC:
+            raise ValueError(f"{self.name!r} is not a fastpool pool")
+        if c.version != FP_LAYOUT_VERSION:
+            raise ValueError(f"{self.name!r} is a fastpool pool of another version "
+                             f"(layout {c.version}, this fastpool reads {FP_LAYOUT_VERSION})")
+        if c.size > <uint64_t>have or c.result_ring + sizeof(fp_ring) > c.size:
+            raise ValueError(f"{self.name!r}: its header does not fit its size")
+
+    cdef int _map(self, object mapping) except -1:
+        cdef unsigned char[::1] mv = mapping.buf if hasattr(mapping, "buf") else mapping
+        self._mapping = mapping
+        self.base = <char *>&mv[0]
+        self.ctl = <fp_ctl *>self.base
+        return 0
+
+    cdef void _locate(self) noexcept:
+        # The parts, from the offsets in the header.
+        self.workers = <fp_worker_rec *>(self.base + self.ctl.workers)
+        self.tasks = <fp_ring *>(self.base + self.ctl.task_ring)
+        self.results = <fp_ring *>(self.base + self.ctl.result_ring)
+
+    cdef void _drop_pointers(self) noexcept:
+        self.base = NULL
+        self.ctl = NULL
+        self.workers = NULL
+        self.tasks = NULL
+        self.results = NULL
+
+    def close(self):
+        """Unmap; the process that made a named segment also unlinks it."""
+        self._drop_pointers()
+        mapping, self._mapping = self._mapping, None
+        if mapping is None:
+            return
+        mapping.close()
+        if self.name is not None and os.getpid() == self._owner_pid:
+            try:
+                mapping.unlink()
+            except FileNotFoundError:
+                pass    # someone else already removed the name; ours is gone either way
+
+    def forget(self):
+        """In a forked child: let go of the parent's segment, touching nothing."""
+        self._drop_pointers()
+        self._owner_pid = None
+        self._mapping = None    # unmapped in this process only
+
+
+def _attach_untracked(name):
+    # Python before 3.13 registers an attached segment with the resource
+    # tracker, which would unlink it when this process exits: the segment is
+    # the owner's to remove.  Attach, then take the registration back.
+    from multiprocessing import resource_tracker, shared_memory
+    mapping = shared_memory.SharedMemory(name=name)
+    resource_tracker.unregister(mapping._name, "shared_memory")
+    return mapping

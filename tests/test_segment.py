@@ -1,0 +1,81 @@
+"""The shared segment: made with a header that another process checks
+(magic, layout version, size) before it trusts any offset in it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from multiprocessing import shared_memory
+
+import pytest
+
+from _support import WAIT
+from fastpool._core import Segment
+
+
+def test_a_named_segment_is_attached_by_name_from_another_process():
+    seg = Segment.create(2, 16, 32, named=True)
+    try:
+        script = textwrap.dedent(f"""
+            from fastpool._core import Segment
+            seg = Segment.attach({seg.name!r})
+            seg.close()
+            print("attached")
+        """)
+        proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              timeout=WAIT)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "attached"
+        # The other process's exit did not take the segment with it.
+        again = Segment.attach(seg.name)
+        again.close()
+    finally:
+        seg.close()
+
+
+def test_an_anonymous_segment_has_no_name():
+    seg = Segment.create(1, 2, 4)
+    assert seg.name is None
+    seg.close()
+
+
+def test_attach_refuses_a_segment_that_is_not_a_pool():
+    other = shared_memory.SharedMemory(create=True, size=4096)
+    try:
+        with pytest.raises(ValueError, match="is not a fastpool pool"):
+            Segment.attach(other.name)
+    finally:
+        other.close()
+        other.unlink()
+
+
+def test_attach_refuses_a_segment_too_small_for_a_header():
+    other = shared_memory.SharedMemory(create=True, size=8)
+    try:
+        with pytest.raises(ValueError, match="not a fastpool pool"):
+            Segment.attach(other.name)
+    finally:
+        other.close()
+        other.unlink()
+
+
+def test_attach_refuses_another_layout_version():
+    seg = Segment.create(1, 2, 4, named=True)
+    try:
+        raw = shared_memory.SharedMemory(name=seg.name, track=False) if sys.version_info >= (3, 13) \
+            else None
+        if raw is None:
+            from fastpool._core import _attach_untracked
+
+            raw = _attach_untracked(seg.name)
+        raw.buf[4] = 99          # the version word, after the magic
+        with pytest.raises(ValueError, match="another version"):
+            Segment.attach(seg.name)
+        raw.close()
+    finally:
+        seg.close()
+
+
+def test_attach_to_a_name_that_does_not_exist_raises_file_not_found():
+    with pytest.raises(FileNotFoundError):
+        Segment.attach("fastpool-no-such-segment")
