@@ -1,0 +1,134 @@
+"""CPython's own thread-pool tests pass on fastpool.ThreadPoolExecutor.
+
+The tests are Python 3.11's `test.test_concurrent_futures`, which is not part
+of this repository: it is fetched at test time with apt-get from Debian's
+`libpython3.11-testsuite` package (and `test.support` from
+`libpython3.11-stdlib`) and kept in a cache directory outside the checkout.
+Every test class built on its ThreadPoolMixin (thread pool, wait,
+as_completed, shutdown, map, initializer, ...) runs twice in a child
+interpreter, once on the standard library's ThreadPoolExecutor and once on
+fastpool's (see _cpython_suite_runner.py).  Every test that passes on the
+standard library must pass on fastpool.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+import fastpool
+
+PACKAGES = ("libpython3.11-testsuite", "libpython3.11-stdlib")
+SUITE = "test_concurrent_futures.py"
+CACHE = Path(os.environ.get("FASTPOOL_CPYTHON_TESTS_CACHE")
+             or Path(tempfile.gettempdir()) / "fastpool-cpython-3.11-tests")
+RUNNER = Path(__file__).with_name("_cpython_suite_runner.py")
+RUN_SECONDS = 240      # one run of the selected classes takes about 35 s
+MIN_STDLIB_PASSES = 40  # 44 tests in 3.11's thread-pool classes; fewer means a broken fetch
+
+pytestmark = [
+    pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="the fetched suite is Python 3.11's"),
+    pytest.mark.skipif(shutil.which("apt-get") is None,
+                       reason="apt-get is not available to fetch CPython's test suite"),
+]
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _download(work: Path) -> list[Path]:
+    proc = _run(["apt-get", "download", *PACKAGES], work)
+    if proc.returncode != 0:
+        # A fresh machine has no package lists yet.
+        update = _run(["apt-get", "update"], work)
+        proc = _run(["apt-get", "download", *PACKAGES], work)
+        if proc.returncode != 0:
+            pytest.fail(f"apt-get download {' '.join(PACKAGES)} failed:\n{proc.stderr}\n"
+                        f"apt-get update said:\n{update.stderr}")
+    return sorted(work.glob("*.deb"))
+
+
+def _fetch_suite() -> Path:
+    """A directory holding the `test` package: test.support and the suite."""
+    lib = CACHE / "lib"
+    if (lib / "test" / SUITE).exists():
+        return lib
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=CACHE))
+    try:
+        tree = work / "tree"
+        for deb in _download(work):
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tree)], check=True, timeout=120)
+        src = tree / "usr" / "lib" / "python3.11" / "test"
+        dst = work / "lib" / "test"
+        shutil.copytree(src / "support", dst / "support")
+        shutil.copy(src / "__init__.py", dst / "__init__.py")
+        shutil.copy(src / SUITE, dst / SUITE)
+        try:
+            os.rename(work / "lib", lib)     # atomic: a concurrent run sees all or nothing
+        except OSError:
+            if not (lib / "test" / SUITE).exists():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return lib
+
+
+def _outcomes(jsonl: Path) -> dict[str, tuple[str, str | None]]:
+    """test id -> (outcome, detail); a test that started and never finished is "hung"."""
+    out: dict[str, tuple[str, str | None]] = {}
+    if jsonl.exists():
+        for line in jsonl.read_text().splitlines():
+            rec = json.loads(line)
+            if rec["outcome"] == "started":
+                out[rec["id"]] = ("hung", None)
+            else:
+                out[rec["id"]] = (rec["outcome"], rec["detail"])
+    return out
+
+
+@pytest.mark.timeout(2 * RUN_SECONDS + 300)
+def test_cpython_thread_pool_suite_passes_on_fastpool(tmp_path):
+    lib = _fetch_suite()
+    env = dict(os.environ)
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(fastpool.__file__)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    runs = {}
+    # Both runs at once: the tests mostly sleep, and this halves the wall time.
+    for mode in ("stdlib", "fastpool"):
+        err = open(tmp_path / f"{mode}.err", "w")
+        proc = subprocess.Popen([sys.executable, str(RUNNER), str(lib), mode, str(tmp_path / f"{mode}.jsonl")],
+                                cwd=tmp_path, env=env, stdout=err, stderr=subprocess.STDOUT)
+        runs[mode] = (proc, err)
+    for mode, (proc, err) in runs.items():
+        try:
+            proc.wait(timeout=RUN_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        finally:
+            err.close()
+    results = {mode: _outcomes(tmp_path / f"{mode}.jsonl") for mode in runs}
+    passed = {mode: {t for t, (o, _) in r.items() if o == "passed"} for mode, r in results.items()}
+    print(f"CPython 3.11 thread-pool tests: {len(passed['stdlib'])} of {len(results['stdlib'])} pass "
+          f"on the stdlib, {len(passed['fastpool'])} of {len(results['fastpool'])} on fastpool")
+
+    stdlib_log = (tmp_path / "stdlib.err").read_text()[-3000:]
+    assert len(passed["stdlib"]) >= MIN_STDLIB_PASSES, (
+        f"the suite itself did not run: {len(passed['stdlib'])} tests passed on the stdlib\n{stdlib_log}")
+    missing = sorted(passed["stdlib"] - passed["fastpool"])
+    if missing:
+        report = []
+        for test in missing:
+            outcome, detail = results["fastpool"].get(test, ("not run", None))
+            report.append(f"--- {test}: {outcome}\n{detail or ''}")
+        log = (tmp_path / "fastpool.err").read_text()[-6000:]
+        pytest.fail(f"{len(missing)} tests pass on the stdlib but not on fastpool:\n"
+                    + "\n".join(report) + f"\n--- end of fastpool's run:\n{log}")
