@@ -259,3 +259,152 @@ def test_wait_and_as_completed_accept_its_futures(make_executor):
     done, not_done = cf.wait(futs, timeout=WAIT)
     assert not not_done
     assert sorted(f.result() for f in cf.as_completed(futs, timeout=WAIT)) == [i * i for i in range(20)]
+
+
+# -- threads: started on demand, reused, visible as `_threads` ----------------
+
+
+def _blocked_tasks(ex, n):
+    """Submit n tasks that all wait until released; returns (started events, release)."""
+    release = threading.Event()
+    started = [threading.Event() for _ in range(n)]
+
+    def block(ev):
+        ev.set()
+        release.wait(WAIT)
+        return threading.current_thread()
+
+    futs = [ex.submit(block, ev) for ev in started]
+    return futs, started, release
+
+
+def test_a_thread_starts_per_task_while_none_is_idle(make_executor):
+    ex = make_executor(5)
+    futs, started, release = _blocked_tasks(ex, 3)
+    try:
+        assert len(ex._threads) == 3
+        for ev in started:
+            wait_for(ev, "each task to start on its own thread")
+    finally:
+        release.set()
+    ran_on = {f.result(timeout=WAIT) for f in futs}
+    assert ran_on == ex._threads
+    assert all(isinstance(t, threading.Thread) for t in ex._threads)
+
+
+def test_threads_stop_at_max_workers(make_executor):
+    ex = make_executor(4)
+    futs, started, release = _blocked_tasks(ex, 12)
+    try:
+        assert len(ex._threads) == 4
+    finally:
+        release.set()
+    assert len({f.result(timeout=WAIT) for f in futs}) == 4
+
+
+def test_an_idle_thread_is_reused(make_executor):
+    ex = make_executor()
+    for _ in range(3):
+        assert ex.submit(pow, 2, 3).result(timeout=WAIT) == 8
+    assert len(ex._threads) == 1
+
+
+def test_threads_are_joined_by_shutdown(make_executor):
+    ex = make_executor(3, thread_name_prefix="joined")
+    futs, started, release = _blocked_tasks(ex, 3)
+    release.set()
+    ran_on = {f.result(timeout=WAIT) for f in futs}
+    ex.shutdown(wait=True)
+    assert ran_on == ex._threads
+    assert sorted(t.name for t in ex._threads) == ["joined_0", "joined_1", "joined_2"]
+    assert not any(t.is_alive() for t in ex._threads)
+
+
+def test_default_max_workers_is_the_stdlib_default(make_executor):
+    import os
+    assert make_executor()._max_workers == min(32, (os.cpu_count() or 1) + 4)
+
+
+def test_float_max_workers_is_kept_and_rounds_up_like_the_stdlib(make_executor):
+    ex = make_executor(2.5)
+    assert ex._max_workers == 2.5
+    barrier = threading.Barrier(3, timeout=WAIT)
+    futs = [ex.submit(barrier.wait) for _ in range(3)]     # all three run at once
+    assert sorted(f.result(timeout=WAIT) for f in futs) == [0, 1, 2]
+    futs, started, release = _blocked_tasks(ex, 5)
+    release.set()
+    assert len({f.result(timeout=WAIT) for f in futs}) <= 3
+    assert len(ex._threads) == 3
+
+
+@pytest.mark.parametrize("bad", ["2", [2]])
+def test_max_workers_of_the_wrong_type_raises_type_error_like_the_stdlib(executor_cls, bad):
+    with pytest.raises(TypeError):
+        executor_cls(bad)
+
+
+def test_infinite_max_workers_raises_a_clear_error():
+    with pytest.raises(ValueError, match="^max_workers must be a finite number, got inf$"):
+        fastpool.ThreadPoolExecutor(float("inf"))
+
+
+def test_initializer_failure_is_logged_on_the_concurrent_futures_logger(make_executor, caplog):
+    def init():
+        raise ValueError("no init")
+
+    ex = make_executor(2, initializer=init)
+    with pytest.raises(BrokenThreadPool):
+        ex.submit(pow, 2, 2).result(timeout=WAIT)
+    records = [r for r in caplog.records if r.name == "concurrent.futures"]
+    assert records, caplog.records
+    assert records[0].levelname == "CRITICAL"
+    assert records[0].getMessage() == "Exception in initializer:"
+    assert isinstance(records[0].exc_info[1], ValueError)
+
+
+# -- dropping the executor -------------------------------------------------
+
+
+def _join_threads_started_since(before, what):
+    for t in set(threading.enumerate()) - before:
+        t.join(WAIT)
+        assert not t.is_alive(), f"{t.name} still running after {what}"
+
+
+def test_dropping_the_executor_finishes_its_work_then_stops_its_threads(executor_cls, leak_check):
+    import gc
+    before = set(threading.enumerate())
+    ex = executor_cls(2)
+    release = threading.Event()
+
+    def slow(x):
+        release.wait(WAIT)
+        return x * 2
+
+    futs = [ex.submit(slow, i) for i in range(6)]
+    threads = ex._threads
+    del ex
+    gc.collect()
+    release.set()
+    assert [f.result(timeout=WAIT) for f in futs] == [0, 2, 4, 6, 8, 10]
+    for t in threads:
+        t.join(WAIT)
+        assert not t.is_alive()
+    _join_threads_started_since(before, "the executor was dropped")
+
+
+def test_an_unused_executor_dropped_leaves_nothing_behind(executor_cls, leak_check):
+    import gc
+    before = set(threading.enumerate())
+    ex = executor_cls(2)
+    del ex
+    gc.collect()
+    _join_threads_started_since(before, "the executor was dropped")
+
+
+def test_shutdown_without_wait_stops_the_threads_once_done(executor_cls, leak_check):
+    before = set(threading.enumerate())
+    ex = executor_cls(2)
+    assert ex.submit(pow, 2, 2).result(timeout=WAIT) == 4     # completed by the waiting thread
+    ex.shutdown(wait=False)
+    _join_threads_started_since(before, "shutdown(wait=False)")

@@ -303,9 +303,23 @@ cdef class Core:
 
     def _worker_main(self, int idx):
         """Body of worker thread idx: the native loop, GIL released."""
-        cdef int rc
+        cdef int rc = 0
+        cdef fp_cell c
+        # A new thread takes its first task before it lets go of the GIL, as
+        # the stdlib's threads take a work item: the submit that started it
+        # (it waits for the thread to start) cannot get in between and see
+        # that task as still queued (shutdown(cancel_futures=True)).
+        cdef bint first = (fp_load_u32_acquire(&self.ctl.state) < FP_TERMINATING
+                           and fp_ring_pop(self.tasks, &c) == FP_OK)
+        if first:
+            fp_store_u32_release(&self.slots.job(c.slot).taken, 1)
+            if not _short_kind(c.kind) and not fp_ring_empty(self.tasks):
+                fp_idle_wake(self.ctl)
         with nogil:
-            rc = self._worker_loop(idx)
+            if first:
+                rc = self._run_cell(&c, idx)
+            if rc == 0:
+                rc = self._worker_loop(idx)
 
     cdef int _worker_loop(self, int idx) noexcept nogil:
         cdef fp_ctl *ctl = self.ctl
@@ -375,6 +389,10 @@ cdef class Core:
         elif c.kind == K_FAIL:
             r.kind = R_ERR
         else:
+            # Before waiting for the GIL: shutdown(cancel_futures=True) cancels
+            # only what no worker has taken, as the stdlib's leaves a work
+            # item that a thread took from its queue.
+            fp_store_u32_release(&self.slots.job(c.slot).taken, 1)
             lost = self._run_python(c, &r, idx)
         self._publish(&r)
         return lost
@@ -734,12 +752,13 @@ cdef class Core:
                 self._report_quietly(e)
 
     def _pending_futures(self):
-        """Futures of tasks not yet completed (for shutdown(cancel_futures))."""
+        """Futures of tasks no worker has taken yet (for shutdown(cancel_futures))."""
         cdef int32_t i
         cdef _Queued q
         futs = [q.cb for q in self.overflow if q.mode == MODE_FUTURE]
         for i in range(self.slots.fresh):
-            if self.slots.mode[i] == MODE_FUTURE and self.slots.cbs[i] is not None:
+            if (self.slots.mode[i] == MODE_FUTURE and self.slots.cbs[i] is not None
+                    and not fp_load_u32_acquire(&self.slots.job(i).taken)):
                 futs.append(self.slots.cbs[i])
         return futs
 

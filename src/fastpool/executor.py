@@ -1,33 +1,103 @@
 """fastpool.ThreadPoolExecutor: concurrent.futures.ThreadPoolExecutor's
-interface and semantics on fastpool's native core."""
+interface and semantics on fastpool's native core.
+
+The executor is a thin facade over a private pool (`_ExecutorPool`).  The
+pool's threads hold the pool, never the facade, so an executor that is
+dropped without shutdown() is collected, and then finishes what it accepted
+and stops its threads, as the standard library's does.
+"""
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import weakref
+from concurrent.futures import Executor
+from concurrent.futures import _base
 from concurrent.futures import thread as _stdlib_thread
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
+from fastpool import kernels
 from fastpool._future import PoolFuture
+from fastpool.errors import PoolClosedError
 from fastpool.pool import _PoolBase
 
 __all__ = ["ThreadPoolExecutor", "BrokenThreadPool"]
 
 BrokenThreadPool = _stdlib_thread.BrokenThreadPool
+_AFTER_SHUTDOWN = "cannot schedule new futures after shutdown"
 
 
-class ThreadPoolExecutor(_PoolBase):
-    """Drop-in for `concurrent.futures.ThreadPoolExecutor`.
+class _ExecutorPool(_PoolBase):
+    """The native pool under one ThreadPoolExecutor."""
 
-    Threads start on demand up to `max_workers`, are named
-    `{thread_name_prefix}_{i}`, run `initializer(*initargs)` first, and show
-    in `threading.enumerate()`.  A failing initializer breaks the pool
-    (`BrokenThreadPool`), as in the standard library.
-    """
-
-    _counter = itertools.count().__next__
     # An exception that is not an Exception (SystemExit, KeyboardInterrupt)
     # goes to the future, as in the standard library.
     _lose_on_base_exception = False
+
+    def __init__(self, num_threads: int, names: list[str],
+                 initializer: Callable[..., Any] | None, initargs: tuple) -> None:
+        self._initializer = initializer
+        self._initargs = initargs
+        self._broken: str | bool = False
+        self._threads: set = set()      # every thread started, as the stdlib keeps it
+        self._start(num_threads, None, 1024, names, lazy=True)
+
+    def _spawn(self, idx: int) -> None:
+        super()._spawn(idx)
+        self._threads.add(self._workers[idx])
+
+    def _adjust_thread_count(self, max_workers: float) -> None:
+        # A new thread while there are more unfinished tasks than threads:
+        # a thread that finished its task is idle and takes the next one.
+        # (The stdlib counts idle threads with a semaphore; this is the same
+        # rule, and it does not depend on when a finished thread gets there.)
+        started = len(self._threads)
+        if started < max_workers and self.tasks_in - self.tasks_out > started:
+            with self._state_lock:
+                started = len(self._threads)
+                if started < max_workers and self.state == 0:
+                    self._spawn(started)
+
+    def _worker_body(self, idx: int) -> None:
+        if self._initializer is not None:
+            try:
+                self._initializer(*self._initargs)
+            except BaseException:
+                _base.LOGGER.critical("Exception in initializer:", exc_info=True)
+                self._report_lost(idx, True)
+                return
+        self._worker_main(idx)
+
+    def _dropped(self) -> None:
+        # The executor was collected without shutdown(): shutdown(wait=False).
+        # A finalizer can run in any thread at any point, even in this one
+        # while it starts the dispatcher; then that start is enough.
+        self._request_close()
+        if self._dispatcher_lock.acquire(blocking=False):
+            self._dispatcher_lock.release()
+            self._ensure_dispatcher()
+
+    def _initializer_failed(self) -> None:
+        # Dispatcher thread: the pool is broken; fail what has not started.
+        self._broken = "A thread initializer failed, the thread pool is not usable anymore"
+        self._fail_unstarted(lambda: BrokenThreadPool(self._broken))
+
+
+class ThreadPoolExecutor(Executor):
+    """Drop-in for `concurrent.futures.ThreadPoolExecutor`.
+
+    Threads start on demand up to `max_workers` (a new one while there are
+    more unfinished tasks than threads), are named `{thread_name_prefix}_{i}`,
+    run `initializer(*initargs)` first, and show in `threading.enumerate()`
+    and in `_threads`.  A failing initializer is logged on the
+    `concurrent.futures` logger and breaks the pool (`BrokenThreadPool`).
+    Done-callbacks run on the pool's dispatcher thread, one at a time; one
+    that waits for another future of the executor gets its result (see
+    `fastpool.WorkerPool`).
+    """
+
+    _counter = itertools.count().__next__
 
     def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
                  initializer: Callable[..., Any] | None = None, initargs: tuple = ()) -> None:
@@ -37,56 +107,68 @@ class ThreadPoolExecutor(_PoolBase):
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        try:
+            # As the stdlib: threads are numbered 0, 1, ... while the count is
+            # below max_workers, so 2.5 means up to 3 threads.
+            num_threads = math.ceil(max_workers)
+        except (OverflowError, ValueError):
+            raise ValueError(f"max_workers must be a finite number, got {max_workers!r}") from None
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
         self._initializer = initializer
         self._initargs = initargs
-        self._broken: str | bool = False
         self._shutdown = False
-        self._started = 0
-        names = [f"{self._thread_name_prefix}_{i}" for i in range(max_workers)]
-        self._start(max_workers, None, 1024, names, lazy=True)
+        names = [f"{self._thread_name_prefix}_{i}" for i in range(num_threads)]
+        self._pool = pool = _ExecutorPool(num_threads, names, initializer, initargs)
+        # Dropped without shutdown(): finish what was accepted, then stop.
+        weakref.finalize(self, pool._dropped).atexit = False
+
+    @property
+    def _threads(self) -> set:
+        return self._pool._threads
+
+    @property
+    def _broken(self) -> str | bool:
+        return self._pool._broken
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> PoolFuture:
-        if self._broken:
-            raise BrokenThreadPool(self._broken)
+        """Run fn(*args, **kwargs) in a worker thread; a Future for its result."""
+        pool = self._pool
+        if pool._broken:
+            raise BrokenThreadPool(pool._broken)
         if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+            raise RuntimeError(_AFTER_SHUTDOWN)
         if _stdlib_thread._shutdown:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        fut = self._submit_call(fn, args, kwargs)
-        self._adjust_thread_count()
+        try:
+            fut = pool._submit_call(fn, args, kwargs)
+        except PoolClosedError:
+            raise RuntimeError(_AFTER_SHUTDOWN) from None
+        pool._adjust_thread_count(self._max_workers)
         return fut
 
-    submit.__doc__ = _PoolBase.submit.__doc__
-
-    def _adjust_thread_count(self) -> None:
-        # As the standard library: a new thread only when none is idle.
-        if self._started < self._max_workers and self._idle_workers() == 0:
-            with self._state_lock:
-                if self._started < self._max_workers and self.state == 0:
-                    self._spawn(self._started)
-                    self._started += 1
-
-    def _initializer_failed(self) -> None:
-        # Dispatcher thread: the pool is broken; fail what has not started.
-        self._broken = "A thread initializer failed, the thread pool is not usable anymore"
-        self._fail_unstarted(lambda: BrokenThreadPool(self._broken))
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
+        """Executor.map; map(kernels.add, tasks) takes the native batched path."""
+        if fn is kernels.add and len(iterables) == 1:
+            if self._shutdown or self._pool.closed:
+                raise RuntimeError(_AFTER_SHUTDOWN)
+            return self._pool.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Executor.shutdown: accept nothing new, optionally cancel what has
+        not started, and (wait=True) return once every thread has stopped."""
         self._shutdown = True
-        super().shutdown(wait, cancel_futures=cancel_futures)
-
-    shutdown.__doc__ = _PoolBase.shutdown.__doc__
-
-    def _close_at_exit(self) -> None:
-        self._shutdown = True
-        self.close()
+        self._pool.shutdown(wait, cancel_futures=cancel_futures)
 
     def close(self) -> None:
+        """shutdown(wait=True), as WorkerPool.close()."""
         self._shutdown = True
-        super().close()
+        self._pool.close()
 
     def terminate(self) -> None:
+        """Start nothing new: futures that have not started fail with
+        PoolClosedError.  Returns once nothing will run any more."""
         self._shutdown = True
-        super().terminate()
+        self._pool.terminate()

@@ -160,14 +160,6 @@ class _PoolBase(Core, Executor):
         self._emit("spawn", t.name)
 
     def _worker_body(self, idx: int) -> None:
-        init = getattr(self, "_initializer", None)
-        if init is not None:
-            try:
-                init(*self._initargs)
-            except BaseException:
-                logger.critical("Exception in initializer:", exc_info=True)
-                self._report_lost(idx, True)
-                return
         self._worker_main(idx)
 
     def _on_worker_lost(self, idx: int, init_failed: bool, exc: BaseException | None = None) -> None:
@@ -323,6 +315,8 @@ class _PoolBase(Core, Executor):
         self._request_close()
         if wait:
             self._wait_stopped()
+        else:
+            self._ensure_dispatcher()   # it stops the workers once they are done
 
     def __enter__(self):
         return self
