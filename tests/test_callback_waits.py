@@ -112,6 +112,20 @@ def test_done_callback_wait_with_a_timeout_times_out(make_executor):
     assert b.result(timeout=WAIT) is True
 
 
+def test_done_callback_run_by_the_thread_waiting_on_its_future_can_wait_too(make_executor):
+    # A thread waiting on a future while the dispatcher sleeps completes it
+    # itself, and so runs its done-callbacks: a wait in one of them must not
+    # block the thread that completes the pool's tasks.
+    ex = make_executor(2)
+    release = threading.Event()
+    fut = ex.submit(lambda: release.wait(WAIT) and 1)
+    outcome, ran = _in_done_callback(fut, lambda: ex.submit(pow, fut.result() + 1, 2).result(timeout=WAIT))
+    release.set()
+    assert fut.result(timeout=WAIT) == 1
+    wait_for(ran, "the done-callback")
+    assert outcome == [("ok", 4)]
+
+
 def test_chain_of_done_callbacks_each_waiting_on_the_next_with_one_worker():
     # The stdlib's executor would need a thread per link; here one will do.
     with fastpool.ThreadPoolExecutor(1) as ex:
@@ -150,6 +164,22 @@ def test_run_task_callback_waiting_on_run_gets_the_result(pool):
         pool.run_task((i, i), callback)
     assert sorted(r for _, r in rec.wait()) == [2 * i + 1000 for i in range(n)]
     assert all(err is None for err, _ in rec.wait())
+
+
+def test_done_callback_run_by_the_thread_waiting_on_run_can_wait_too(pool_factory):
+    release = threading.Event()
+
+    def processor(task):
+        release.wait(WAIT)
+        return task
+
+    pool = pool_factory(processor)
+    fut = pool.run(1)
+    outcome, ran = _in_done_callback(fut, lambda: pool.run(fut.result() + 1).result(timeout=WAIT))
+    release.set()
+    assert fut.result(timeout=WAIT) == 1
+    wait_for(ran, "the done-callback")
+    assert outcome == [("ok", 2)]
 
 
 def test_callbacks_that_wait_still_run_one_at_a_time(pool_factory):

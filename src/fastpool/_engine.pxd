@@ -25,6 +25,12 @@ cdef class Core:
     cdef object ctx_vars            # the values the snapshot below was taken of
     cdef object ctx_snap
     cdef dict __dict__
+    # Result cells the dispatcher took from the ring and has not completed
+    # yet: on the Core, not in a local, so that a callback that waits can
+    # complete them (see _dispatch_until).  256 is BATCH in _engine.pyx.
+    cdef fp_cell batch[256]
+    cdef int batch_pos
+    cdef int batch_len
 
     cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
     cdef object _encode(self, int op, object task, fp_cell *c)
@@ -41,6 +47,8 @@ cdef class Core:
     cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil
     cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil
     cdef int _complete(self, fp_cell *r) except -1
+    cdef int _complete_batch(self) except -1
+    cdef int _collect_holding(self, uint32_t seen, int64_t wait_ns, bint proxy) noexcept nogil
     cdef void _release_slot(self, int32_t slot) noexcept
     cdef int _deliver(self, uint8_t mode, object cb, object ctx, object err, object value) except -1
     cdef int _flush_overflow(self) except -1

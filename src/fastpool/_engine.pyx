@@ -50,6 +50,7 @@ def _context_snapshots_shared():
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
 import os
+from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
 from operator import add as _operator_add
 
@@ -478,8 +479,7 @@ cdef class Core:
         fails, the pool breaks cleanly: unstarted tasks fail, the workers
         stop, and the teardown below still runs.
         """
-        cdef fp_cell batch[BATCH]
-        cdef int i, n
+        cdef int n
         cdef uint32_t seen
         with nogil:
             fp_token_lock(self.ctl)     # held while awake; lent out in park
@@ -493,13 +493,10 @@ cdef class Core:
                         self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
                     break
                 with nogil:
-                    n = self._collect(batch, BATCH, seen)
-                for i in range(n):
-                    try:
-                        self._complete(&batch[i])
-                    except BaseException as e:
-                        # The rest of the batch still completes, then we stop.
-                        self._engine_failed(e)
+                    n = self._collect(self.batch, BATCH, seen)
+                self.batch_len = n
+                self.batch_pos = 0
+                self._complete_batch()
                 if self.n_overflow:
                     self._flush_overflow()
         except BaseException as e:
@@ -551,6 +548,9 @@ cdef class Core:
                         self._complete(&c)
                     except BaseException as e:
                         self._engine_failed(e)
+                    # A done-callback that waited took more results
+                    # (_dispatch_until): they are ours to complete.
+                    self._complete_batch()
                     if self.n_overflow:
                         self._flush_overflow()
                     return True
@@ -591,6 +591,21 @@ cdef class Core:
         while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
             n += 1
         return n
+
+    cdef int _complete_batch(self) except -1:
+        # Complete the taken cells in order.  Each is copied out first: a
+        # callback that waits (_dispatch_until) moves batch_pos on and may
+        # refill the batch.
+        cdef fp_cell c
+        while self.batch_pos < self.batch_len:
+            c = self.batch[self.batch_pos]
+            self.batch_pos += 1
+            try:
+                self._complete(&c)
+            except BaseException as e:
+                # The rest of the batch still completes, then we stop.
+                self._engine_failed(e)
+        return 0
 
     cdef int _complete(self, fp_cell *r) except -1:
         cdef int32_t slot
@@ -781,6 +796,89 @@ cdef class Core:
         self.results = NULL
         if self.seg is not None:
             self.seg.close()
+
+    # ------------------------------------------------- waiting in a callback
+    #
+    # Callbacks and done-callbacks run on the thread that holds the dispatch
+    # token: the dispatcher, or a thread that took it to complete the future
+    # it waits on (_wait_result).  A callback there that waits for another
+    # task of the pool (fut.result(), concurrent.futures.wait) would wait for
+    # the very thread it blocks.  _future.py sends such a wait here instead:
+    # the token holder goes on completing tasks, nested inside the waiting
+    # callback, until what it waits for is done.  It keeps the token the
+    # whole time, so no other thread runs a callback meanwhile: callbacks
+    # still run one at a time.  It first completes the cells that were
+    # already taken (self.batch, in order); what is left when it returns,
+    # the interrupted loop completes (_complete_batch).
+
+    def _dispatch_until(self, done, timeout, bint proxy):
+        """Complete tasks until done() is true (True) or `timeout` seconds
+        have passed (False).  Only on the token holder: the dispatcher, or
+        (`proxy`) the thread in _wait_result."""
+        cdef uint32_t seen
+        cdef int64_t wait_ns = -1
+        cdef fp_cell c
+        cdef int n
+        deadline = None if timeout is None else _monotonic() + timeout
+        while not done():
+            if self.batch_pos < self.batch_len:
+                c = self.batch[self.batch_pos]
+                self.batch_pos += 1
+                try:
+                    self._complete(&c)
+                except BaseException as e:
+                    self._engine_failed(e)
+                continue
+            if self.ctl == NULL or self.state >= FP_TERMINATING:
+                # Tasks that have not started will only fail, in the teardown,
+                # after this callback returns: take what has been published,
+                # then give up rather than wait for ever.
+                n = 0
+                while self.ctl != NULL and n < BATCH and fp_ring_pop(self.results, &self.batch[n]) == FP_OK:
+                    n += 1
+                if n == 0:
+                    from fastpool.errors import PoolClosedError
+                    raise PoolClosedError("the pool is terminating: a callback cannot wait for its tasks")
+                self.batch_len = n
+                self.batch_pos = 0
+                continue
+            if self.n_overflow:
+                self._flush_overflow()
+            # Read the wake-up word before the last look at done(): a
+            # completion elsewhere after this point (another pool, a cancel)
+            # wakes us through _wake_dispatch.
+            seen = fp_load_u32_seq_cst(&self.ctl.proxy_seq if proxy else &self.ctl.disp_seq)
+            if done():
+                break
+            if deadline is not None:
+                left = deadline - _monotonic()
+                if left <= 0:
+                    return False
+                wait_ns = <int64_t>(left * 1e9) + 1
+            with nogil:
+                n = self._collect_holding(seen, wait_ns, proxy)
+            self.batch_len = n
+            self.batch_pos = 0
+        return True
+
+    cdef int _collect_holding(self, uint32_t seen, int64_t wait_ns, bint proxy) noexcept nogil:
+        # Results into self.batch; if there are none, park (at most wait_ns,
+        # < 0: until woken) without lending the token.
+        cdef int n = 0
+        while n < BATCH and fp_ring_pop(self.results, &self.batch[n]) == FP_OK:
+            n += 1
+        if n == 0:
+            fp_holder_park(self.ctl, seen, proxy, _ring_has_work, self.results, wait_ns)
+            while n < BATCH and fp_ring_pop(self.results, &self.batch[n]) == FP_OK:
+                n += 1
+        return n
+
+    def _wake_dispatch(self, *_):
+        """Make a token holder parked in _dispatch_until look again (any thread)."""
+        if self.ctl != NULL:
+            fp_dispatcher_wake(self.ctl)
+            fp_add_u32_seq_cst(&self.ctl.proxy_seq, 1)
+            fp_futex_wake(&self.ctl.proxy_seq, 1)
 
     # ------------------------------------------------------------ lifecycle
 

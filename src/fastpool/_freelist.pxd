@@ -15,6 +15,8 @@ cdef void fp_token_lock(fp_ctl *ctl) noexcept nogil
 cdef void fp_token_unlock(fp_ctl *ctl) noexcept nogil
 cdef void fp_proxy_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
                         int64_t ns) noexcept nogil
+cdef void fp_holder_park(fp_ctl *ctl, uint32_t seen, bint proxy, bint (*has_work)(void *) noexcept nogil,
+                         void *arg, int64_t ns) noexcept nogil
 
 # What a worker needs to run one chunk of an array task.  Process-local
 # (it holds pointers into the caller's buffers), indexed by task slot.

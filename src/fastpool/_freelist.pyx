@@ -125,6 +125,21 @@ cdef void fp_token_unlock(fp_ctl *ctl) noexcept nogil:
     if fp_xchg_u32_seq_cst(&ctl.disp_token, 0) == 2:
         fp_futex_wake(&ctl.disp_token, 1)
 
+cdef void fp_holder_park(fp_ctl *ctl, uint32_t seen, bint proxy, bint (*has_work)(void *) noexcept nogil,
+                         void *arg, int64_t ns) noexcept nogil:
+    # The token holder waits for a result inside a callback (a wait there,
+    # see Core._dispatch_until) and keeps the token: no other thread may run
+    # a callback before that one returns.  The dispatcher sleeps on its own
+    # word; a proxy on the proxy word, which workers wake first, so the two
+    # never share one.  `seen` was read before the holder last looked at
+    # what it waits for.
+    cdef uint32_t *flag = &ctl.proxy if proxy else &ctl.disp_sleeping
+    fp_store_u32_seq_cst(flag, 1)
+    fp_fence_seq_cst()
+    if not has_work(arg):
+        fp_futex_wait_ns(&ctl.proxy_seq if proxy else &ctl.disp_seq, seen, ns)
+    fp_store_u32_seq_cst(flag, 0)
+
 cdef void fp_proxy_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
                         int64_t ns) noexcept nogil:
     # The token holder that is not the dispatcher waits for a result.  The

@@ -11,10 +11,57 @@ is completed the standard way, so waiters are always notified.
 """
 from concurrent.futures import Future
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
-from threading import Condition
+from threading import Condition, local
 from time import monotonic
 
 _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+
+# `.pool` is the pool whose dispatch token this thread holds, while it
+# holds it: its dispatcher thread, or (`.proxy`) a thread that took it to
+# complete the future it waits on.  Callbacks run there, so a wait in a
+# callback there would block the very thread that completes the pool's
+# tasks: it completes them instead (Core._dispatch_until).
+_dispatching = local()
+
+
+class _DispatchingEvent:
+    """The Event of a concurrent.futures waiter (wait, as_completed) made on
+    a token holder: wait() completes the pool's tasks until it is set."""
+
+    __slots__ = ("_pool", "_proxy", "_event")
+
+    def __init__(self, pool, proxy, event) -> None:
+        self._pool = pool
+        self._proxy = proxy
+        self._event = event
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        self._event.set()
+        self._pool._wake_dispatch()      # set by another thread: look again
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def wait(self, timeout=None) -> bool:
+        if getattr(_dispatching, "pool", None) is not self._pool:
+            return self._event.wait(timeout)
+        return self._pool._dispatch_until(self._event.is_set, timeout, self._proxy)
+
+
+class _WaiterList(list):
+    """A future's waiters.  concurrent.futures.wait and as_completed add
+    one; added on a token holder, its event becomes a _DispatchingEvent."""
+
+    __slots__ = ()
+
+    def append(self, waiter) -> None:
+        pool = getattr(_dispatching, "pool", None)
+        if pool is not None and not isinstance(waiter.event, _DispatchingEvent):
+            waiter.event = _DispatchingEvent(pool, _dispatching.proxy, waiter.event)
+        list.append(self, waiter)
 
 
 class PoolFuture(Future):
@@ -40,7 +87,7 @@ class PoolFuture(Future):
 
     @property
     def _waiters(self) -> list:
-        return self._lazy("_waiters_list", list)
+        return self._lazy("_waiters_list", _WaiterList)
 
     @property
     def _done_callbacks(self) -> list:
@@ -69,18 +116,45 @@ class PoolFuture(Future):
         return super().exception(timeout)
 
     def _wait_in_pool(self, timeout):
-        # While the pool's dispatcher sleeps, the waiting thread completes
-        # this future itself (one wake-up fewer for a lone task); returns
-        # the time left for the usual wait, if it must wait the usual way.
+        # Returns the time left for the usual wait, if it must wait the
+        # usual way.
+        holder = getattr(_dispatching, "pool", None)
+        if holder is not None:
+            # In a callback, on the thread that completes holder's tasks.
+            if not self.done() and not self._dispatch_until_done(holder, timeout):
+                return 0
+            return timeout
         pool = self._pool
         if pool is None or self._state not in (PENDING, RUNNING):
             return timeout
-        if timeout is None:
-            pool._wait_result(self, None)
-            return None
-        end = monotonic() + timeout
-        pool._wait_result(self, timeout)
-        return max(0.0, end - monotonic())
+        # While the pool's dispatcher sleeps, the waiting thread completes
+        # this future itself (one wake-up fewer for a lone task).  The
+        # done-callbacks it runs then may wait in turn (see above).
+        _dispatching.pool, _dispatching.proxy = pool, True
+        try:
+            if timeout is None:
+                pool._wait_result(self, None)
+                return None
+            end = monotonic() + timeout
+            pool._wait_result(self, timeout)
+            return max(0.0, end - monotonic())
+        finally:
+            _dispatching.pool = None
+
+    def _dispatch_until_done(self, pool, timeout) -> bool:
+        # Complete pool's tasks here until this future is done.  A completion
+        # that does not come through the pool (another pool's future, a
+        # cancel()) wakes us through the done-callback.
+        wake = pool._wake_dispatch
+        self.add_done_callback(wake)
+        try:
+            return pool._dispatch_until(self.done, timeout, _dispatching.proxy)
+        finally:
+            with self._condition:
+                try:
+                    self._done_callbacks.remove(wake)
+                except ValueError:
+                    pass
 
     def __await__(self):
         import asyncio  # only for users who await: keeps `import fastpool` light

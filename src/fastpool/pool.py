@@ -16,7 +16,7 @@ import weakref
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
 
-from fastpool import kernels
+from fastpool import _future, kernels
 from fastpool._core import Core
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, WorkerExitedError
@@ -145,9 +145,15 @@ class _PoolBase(Core, Executor):
 
     def _dispatch_body(self) -> None:
         self._runner = threading.current_thread()
+        # A wait in a callback run here completes this pool's tasks (_future.py).
+        # (Inline, in close(), this thread may be running another pool's callback.)
+        here = _future._dispatching
+        outer = getattr(here, "pool", None), getattr(here, "proxy", False)
+        here.pool, here.proxy = self, False
         try:
             self._dispatch_main()
         finally:
+            here.pool, here.proxy = outer
             self._stopped.set()
 
     # ----------------------------------------------------------- threads
