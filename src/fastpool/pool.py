@@ -339,6 +339,12 @@ class WorkerPool(_PoolBase):
     with the GIL held for the call.  `ring_size` is how many tasks can be in
     the native rings at once (rounded up to fit one per worker); the rest
     wait in a FIFO, so `run_task` never blocks.
+
+    Callbacks run one at a time on the thread that completes tasks.  One
+    that waits for another task of the pool (`pool.run(t).result()`,
+    `concurrent.futures.wait`) gets its result: the waiting thread completes
+    tasks meanwhile instead of blocking.  After `terminate()`, such a wait
+    that is not already satisfied raises PoolClosedError.
     """
 
     def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,
