@@ -99,6 +99,7 @@ def main() -> int:
     sys.path.insert(0, lib_dir)
     if mode == "fastpool":
         import concurrent.futures
+
         import fastpool
 
         concurrent.futures.ThreadPoolExecutor = fastpool.ThreadPoolExecutor

@@ -84,7 +84,7 @@ def test_done_callback_can_use_wait_as_completed_and_map(make_executor):
 
     def body():
         futs = [ex.submit(pow, i, 2) for i in range(5)]
-        done, not_done = cf.wait(futs, timeout=WAIT)
+        _, not_done = cf.wait(futs, timeout=WAIT)
         assert not not_done
         completed = sorted(f.result() for f in cf.as_completed([ex.submit(abs, -i) for i in range(5)],
                                                                 timeout=WAIT))

@@ -294,7 +294,7 @@ def test_a_thread_starts_per_task_while_none_is_idle(make_executor):
 
 def test_threads_stop_at_max_workers(make_executor):
     ex = make_executor(4)
-    futs, started, release = _blocked_tasks(ex, 12)
+    futs, _, release = _blocked_tasks(ex, 12)
     try:
         assert len(ex._threads) == 4
     finally:
@@ -311,7 +311,7 @@ def test_an_idle_thread_is_reused(make_executor):
 
 def test_threads_are_joined_by_shutdown(make_executor):
     ex = make_executor(3, thread_name_prefix="joined")
-    futs, started, release = _blocked_tasks(ex, 3)
+    futs, _, release = _blocked_tasks(ex, 3)
     release.set()
     ran_on = {f.result(timeout=WAIT) for f in futs}
     ex.shutdown(wait=True)
@@ -331,7 +331,7 @@ def test_float_max_workers_is_kept_and_rounds_up_like_the_stdlib(make_executor):
     barrier = threading.Barrier(3, timeout=WAIT)
     futs = [ex.submit(barrier.wait) for _ in range(3)]     # all three run at once
     assert sorted(f.result(timeout=WAIT) for f in futs) == [0, 1, 2]
-    futs, started, release = _blocked_tasks(ex, 5)
+    futs, _, release = _blocked_tasks(ex, 5)
     release.set()
     assert len({f.result(timeout=WAIT) for f in futs}) <= 3
     assert len(ex._threads) == 3

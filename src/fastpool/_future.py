@@ -28,7 +28,7 @@ class _DispatchingEvent:
     """The Event of a concurrent.futures waiter (wait, as_completed) made on
     a token holder: wait() completes the pool's tasks until it is set."""
 
-    __slots__ = ("_pool", "_proxy", "_event")
+    __slots__ = ("_event", "_pool", "_proxy")
 
     def __init__(self, pool, proxy, event) -> None:
         self._pool = pool

@@ -12,8 +12,7 @@ import itertools
 import math
 import os
 import weakref
-from concurrent.futures import Executor
-from concurrent.futures import _base
+from concurrent.futures import Executor, _base
 from concurrent.futures import thread as _stdlib_thread
 from typing import Any, Callable, Iterable, Iterator
 
