@@ -348,6 +348,14 @@ def test_infinite_max_workers_raises_a_clear_error():
         fastpool.ThreadPoolExecutor(float("inf"))
 
 
+def test_max_workers_beyond_the_native_bound_raises_a_clear_error():
+    from fastpool.pool import MAX_WORKERS
+    fastpool.ThreadPoolExecutor(MAX_WORKERS).shutdown()
+    for too_many in (MAX_WORKERS + 1, 10**9):
+        with pytest.raises(ValueError, match=f"^max_workers must be <= {MAX_WORKERS}, got {too_many}$"):
+            fastpool.ThreadPoolExecutor(too_many)
+
+
 def test_initializer_failure_is_logged_on_the_concurrent_futures_logger(make_executor, caplog):
     def init():
         raise ValueError("no init")

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator
 from fastpool import kernels
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError
-from fastpool.pool import _PoolBase
+from fastpool.pool import MAX_WORKERS, _PoolBase
 
 __all__ = ["ThreadPoolExecutor", "BrokenThreadPool"]
 
@@ -91,6 +91,8 @@ class ThreadPoolExecutor(Executor):
     run `initializer(*initargs)` first, and show in `threading.enumerate()`
     and in `_threads`.  A failing initializer is logged on the
     `concurrent.futures` logger and breaks the pool (`BrokenThreadPool`).
+    `max_workers` may be a float as in the stdlib (2.5: up to 3 threads), up
+    to `fastpool.pool.MAX_WORKERS`.
     Done-callbacks run on the pool's dispatcher thread, one at a time; one
     that waits for another future of the executor gets its result (see
     `fastpool.WorkerPool`).
@@ -112,6 +114,9 @@ class ThreadPoolExecutor(Executor):
             num_threads = math.ceil(max_workers)
         except (OverflowError, ValueError):
             raise ValueError(f"max_workers must be a finite number, got {max_workers!r}") from None
+        if num_threads > MAX_WORKERS:
+            # The native pool sizes its rings for every thread it may start.
+            raise ValueError(f"max_workers must be <= {MAX_WORKERS}, got {max_workers!r}")
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix or ("ThreadPoolExecutor-%d" % self._counter())
         self._initializer = initializer
