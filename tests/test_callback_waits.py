@@ -127,27 +127,37 @@ def test_done_callback_run_by_the_thread_waiting_on_its_future_can_wait_too(make
 
 
 def test_chain_of_done_callbacks_each_waiting_on_the_next_with_one_worker():
-    # The stdlib's executor would need a thread per link; here one will do.
+    # The stdlib's executor would need a thread per waiting link; here one will do.
+    depth = 30
+    got, threads, end = [], set(), threading.Event()
     with fastpool.ThreadPoolExecutor(1) as ex:
-        depth = 30
-        threads = set()
 
         def link(i):
             fut = ex.submit(pow, i, 2)
             if i < depth:
-                fut.add_done_callback(lambda _: order.append(link(i + 1)))
+                fut.add_done_callback(lambda _: link(i + 1))
             threads.add(threading.get_ident())
-            return fut.result(timeout=WAIT)
+            got.append(fut.result(timeout=WAIT))
+            if i == depth:
+                end.set()
 
-        order = []
         release = threading.Event()
         first = ex.submit(release.wait, WAIT)
-        outcome, ran = _in_done_callback(first, lambda: link(0))
+        first.add_done_callback(lambda _: link(0))
         release.set()
-        wait_for(ran, "the chain of done-callbacks")
-    assert outcome == [("ok", 0)]
-    assert order == [i * i for i in range(depth, 0, -1)]     # innermost returns first
+        wait_for(end, "the end of the chain")
+    assert sorted(got) == [i * i for i in range(depth + 1)]
     assert len(threads) == 1                                 # all on the one dispatcher thread
+
+
+def test_many_done_callbacks_waiting_at_once():
+    n = 2000
+    with fastpool.ThreadPoolExecutor(2) as ex:
+        rec = Recorder(n)
+        for i in range(n):
+            ex.submit(abs, -i).add_done_callback(
+                lambda f: rec.callback(None, ex.submit(pow, f.result(), 2).result(timeout=WAIT)))
+        assert sorted(r for _, r in rec.wait()) == [i * i for i in range(n)]
 
 
 # -- WorkerPool -----------------------------------------------------------------
@@ -211,18 +221,66 @@ def test_callbacks_that_wait_still_run_one_at_a_time(pool_factory):
 
 def test_chain_of_callbacks_each_waiting_on_the_next(pool):
     depth = 40
-    order = []
+    got, end = [], threading.Event()
 
     def link(i):
         fut = pool.run((i, i))
         if i < depth:
-            fut.add_done_callback(lambda _: order.append(link(i + 1)))
-        return fut.result(timeout=WAIT)
+            fut.add_done_callback(lambda _: link(i + 1))
+        got.append(fut.result(timeout=WAIT))
+        if i == depth:
+            end.set()
 
-    rec = Recorder(1)
-    pool.run_task((0, 0), lambda err, result: rec.callback(err, link(0)))
-    assert rec.wait() == [(None, 0)]
-    assert order == [2 * i for i in range(depth, 0, -1)]     # innermost returns first
+    pool.run_task((0, 0), lambda err, result: link(0))
+    wait_for(end, "the end of the chain")
+    assert sorted(got) == [2 * i for i in range(depth + 1)]
+
+
+def test_many_callbacks_waiting_at_once(pool):
+    # Each waits while thousands of others are due: none may run out of stack.
+    n = 3000
+    rec = Recorder(n)
+    errors = []
+    pool.on("error", errors.append)
+
+    def callback(err, result):
+        rec.callback(err, pool.run((result, 1)).result(timeout=WAIT))
+
+    for i in range(n):
+        pool.run_task((i, 0), callback)
+    assert sorted(r for _, r in rec.wait()) == list(range(1, n + 1))
+    assert errors == []
+
+
+def test_a_wait_that_needs_another_callback_to_run_completes(make_pool):
+    # The awaited task waits for an event that only another task's callback
+    # sets, and that callback is due only once the wait has begun.
+    a_waits, b_ran = threading.Event(), threading.Event()
+
+    def processor(task):
+        if task == "b":
+            a_waits.wait(WAIT)
+        elif task == "needs b":
+            if not b_ran.wait(WAIT):
+                raise TimeoutError("the callback of b never ran")
+        return task
+
+    pool = make_pool(3, processor)
+    rec = Recorder(2)
+
+    def callback_a(err, result):
+        fut = pool.run("needs b")
+        a_waits.set()
+        rec.keyed("a")(None, fut.result(timeout=WAIT))
+
+    def callback_b(err, result):
+        b_ran.set()
+        rec.keyed("b")(err, result)
+
+    pool.run_task("b", callback_b)
+    pool.run_task("a", callback_a)
+    rec.wait()
+    assert rec.by_key == {"a": [(None, "needs b")], "b": [(None, "b")]}
 
 
 def test_run_task_callbacks_chained_through_waits(pool):

@@ -31,6 +31,8 @@ cdef class Core:
     cdef fp_cell batch[256]
     cdef int batch_pos
     cdef int batch_len
+    cdef object deferred            # deliveries a wait in a callback put off
+    cdef int pump_depth             # waits in callbacks, one inside another
 
     cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
     cdef object _encode(self, int op, object task, fp_cell *c)
@@ -46,7 +48,9 @@ cdef class Core:
     cdef void _start_dispatcher(self) noexcept with gil
     cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil
     cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil
-    cdef int _complete(self, fp_cell *r) except -1
+    cdef int _complete(self, fp_cell *r, bint defer=*) except -1
+    cdef int _deliver_later(self, uint8_t mode, object cb, object ctx, object err, object value) except -1
+    cdef int _run_deferred(self) except -1
     cdef int _complete_batch(self) except -1
     cdef int _collect_holding(self, uint32_t seen, int64_t wait_ns, bint proxy) noexcept nogil
     cdef void _release_slot(self, int32_t slot) noexcept

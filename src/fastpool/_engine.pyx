@@ -67,6 +67,7 @@ cdef enum:
     WORKER_SPIN = 100     # pause-loops a worker looks for work before parking
     DISPATCH_SPIN = 200    # same for the dispatcher
     MIN_CHUNK = 16384      # elements below which an array is not split further
+    STALL_NS = 5000000     # a wait in a callback runs a put-off callback after this long
 
 cdef bint _ring_has_work(void *r) noexcept nogil:
     return not fp_ring_empty(<fp_ring *>r)
@@ -112,6 +113,7 @@ cdef class Core:
             self.processor = processor
         self.slots = SlotTable(ring_size)
         self.overflow = deque()
+        self.deferred = deque()
         self.seg = Segment.create(num_threads, ring_size,
                                   _pow2_at_least(ring_size + 2 * num_threads + 2), named)
         self.ctl = self.seg.ctl
@@ -593,21 +595,28 @@ cdef class Core:
         return n
 
     cdef int _complete_batch(self) except -1:
-        # Complete the taken cells in order.  Each is copied out first: a
-        # callback that waits (_dispatch_until) moves batch_pos on and may
-        # refill the batch.
+        # Complete the taken cells in order, then what waits in callbacks
+        # put off (_dispatch_until).  Each cell is copied out first: a
+        # callback that waits moves batch_pos on and may refill the batch.
         cdef fp_cell c
-        while self.batch_pos < self.batch_len:
-            c = self.batch[self.batch_pos]
-            self.batch_pos += 1
-            try:
-                self._complete(&c)
-            except BaseException as e:
-                # The rest of the batch still completes, then we stop.
-                self._engine_failed(e)
-        return 0
+        while True:
+            if self.batch_pos < self.batch_len:
+                c = self.batch[self.batch_pos]
+                self.batch_pos += 1
+                try:
+                    self._complete(&c)
+                except BaseException as e:
+                    # The rest of the batch still completes, then we stop.
+                    self._engine_failed(e)
+            elif self.deferred:
+                try:
+                    self._run_deferred()
+                except BaseException as e:
+                    self._engine_failed(e)
+            else:
+                return 0
 
-    cdef int _complete(self, fp_cell *r) except -1:
+    cdef int _complete(self, fp_cell *r, bint defer=False) except -1:
         cdef int32_t slot
         cdef uint8_t mode
         cdef uint32_t kind = r.kind
@@ -649,7 +658,10 @@ cdef class Core:
             # Turning the result into Python objects failed (out of memory):
             # the task still completes exactly once, with that error.
             err, value = e, None
-        self._deliver(mode, cb, ctx, err, value)
+        if defer:
+            self._deliver_later(mode, cb, ctx, err, value)
+        else:
+            self._deliver(mode, cb, ctx, err, value)
         if kind == R_LOST:
             self._on_worker_lost(r.a.i, False, obj)
         return 0
@@ -681,6 +693,30 @@ cdef class Core:
             self._callback_error(e)
         finally:
             PyContext_Exit(ctx)
+        return 0
+
+    cdef int _deliver_later(self, uint8_t mode, object cb, object ctx, object err, object value) except -1:
+        # _deliver, minus the user code: a future is finished now (its
+        # waiters wake), its done-callbacks and a task's callback are queued
+        # in `deferred`.  Only waits in callbacks (_dispatch_until) do this.
+        if mode == MODE_FUTURE:
+            d = getattr(cb, "__dict__", None)
+            if d is None or not d.get("_callbacks_list") or not cb._finish_quietly(err, value):
+                _resolve(cb, err, value)      # no done-callbacks to run
+                return 0
+            self.deferred.append((mode, cb, None, None, None))
+        else:
+            self.deferred.append((mode, cb, ctx, err, value))
+        return 0
+
+    cdef int _run_deferred(self) except -1:
+        mode, cb, ctx, err, value = self.deferred.popleft()
+        if mode != MODE_FUTURE:
+            return self._deliver(mode, cb, ctx, err, value)
+        try:
+            cb._invoke_callbacks()
+        except BaseException as e:
+            self._callback_error(e)
         return 0
 
     cdef int _flush_overflow(self) except -1:
@@ -816,49 +852,71 @@ cdef class Core:
         have passed (False).  Only on the token holder: the dispatcher, or
         (`proxy`) the thread in _wait_result."""
         cdef uint32_t seen
-        cdef int64_t wait_ns = -1
+        cdef int64_t wait_ns, stall_ns
         cdef fp_cell c
         cdef int n
         deadline = None if timeout is None else _monotonic() + timeout
-        while not done():
-            if self.batch_pos < self.batch_len:
-                c = self.batch[self.batch_pos]
-                self.batch_pos += 1
-                try:
-                    self._complete(&c)
-                except BaseException as e:
-                    self._engine_failed(e)
-                continue
-            if self.ctl == NULL or self.state >= FP_TERMINATING:
-                # Tasks that have not started will only fail, in the teardown,
-                # after this callback returns: take what has been published,
-                # then give up rather than wait for ever.
-                n = 0
-                while self.ctl != NULL and n < BATCH and fp_ring_pop(self.results, &self.batch[n]) == FP_OK:
-                    n += 1
-                if n == 0:
-                    from fastpool.errors import PoolClosedError
-                    raise PoolClosedError("the pool is terminating: a callback cannot wait for its tasks")
+        quiet_since = _monotonic()
+        self.pump_depth += 1
+        try:
+            while not done():
+                if self.batch_pos < self.batch_len:
+                    c = self.batch[self.batch_pos]
+                    self.batch_pos += 1
+                    try:
+                        # Futures finish now; callbacks wait until the
+                        # waiting one returns, so waits do not pile up.
+                        self._complete(&c, self.state < FP_TERMINATING)
+                    except BaseException as e:
+                        self._engine_failed(e)
+                    quiet_since = _monotonic()
+                    continue
+                if self.ctl == NULL or self.state >= FP_TERMINATING:
+                    # Tasks that have not started will only fail, in the
+                    # teardown, after this callback returns: take what has
+                    # been published, then give up rather than wait for ever.
+                    n = 0
+                    while self.ctl != NULL and n < BATCH and fp_ring_pop(self.results, &self.batch[n]) == FP_OK:
+                        n += 1
+                    if n == 0:
+                        from fastpool.errors import PoolClosedError
+                        raise PoolClosedError("the pool is terminating: a callback cannot wait for its tasks")
+                    self.batch_len = n
+                    self.batch_pos = 0
+                    continue
+                if self.n_overflow:
+                    self._flush_overflow()
+                # Read the wake-up word before the last look at done(): a
+                # completion elsewhere after this point (another pool, a
+                # cancel) wakes us through _wake_dispatch.
+                seen = fp_load_u32_seq_cst(&self.ctl.proxy_seq if proxy else &self.ctl.disp_seq)
+                if done():
+                    break
+                now = _monotonic()
+                wait_ns = -1
+                if deadline is not None:
+                    if now >= deadline:
+                        return False
+                    wait_ns = <int64_t>((deadline - now) * 1e9) + 1
+                if self.deferred:
+                    # What we wait for may wait for something a put-off
+                    # callback does: after a quiet spell, run the oldest one
+                    # here.  The spell doubles with each wait nested inside
+                    # another, so nesting stays shallow.
+                    stall_ns = (<int64_t>STALL_NS) << min(self.pump_depth - 1, 30)
+                    stall_ns -= <int64_t>((now - quiet_since) * 1e9)
+                    if stall_ns <= 0:
+                        quiet_since = now
+                        self._run_deferred()
+                        continue
+                    if wait_ns < 0 or stall_ns < wait_ns:
+                        wait_ns = stall_ns
+                with nogil:
+                    n = self._collect_holding(seen, wait_ns, proxy)
                 self.batch_len = n
                 self.batch_pos = 0
-                continue
-            if self.n_overflow:
-                self._flush_overflow()
-            # Read the wake-up word before the last look at done(): a
-            # completion elsewhere after this point (another pool, a cancel)
-            # wakes us through _wake_dispatch.
-            seen = fp_load_u32_seq_cst(&self.ctl.proxy_seq if proxy else &self.ctl.disp_seq)
-            if done():
-                break
-            if deadline is not None:
-                left = deadline - _monotonic()
-                if left <= 0:
-                    return False
-                wait_ns = <int64_t>(left * 1e9) + 1
-            with nogil:
-                n = self._collect_holding(seen, wait_ns, proxy)
-            self.batch_len = n
-            self.batch_pos = 0
+        finally:
+            self.pump_depth -= 1
         return True
 
     cdef int _collect_holding(self, uint32_t seen, int64_t wait_ns, bint proxy) noexcept nogil:

@@ -156,6 +156,26 @@ class PoolFuture(Future):
                 except ValueError:
                     pass
 
+    def _finish_quietly(self, err, value) -> bool:
+        # set_result / set_exception without running the done-callbacks
+        # (the pool runs them a little later, see Core._deliver_later);
+        # False if the future is no longer pending or running.
+        with self._condition:
+            if self._state not in (PENDING, RUNNING):
+                return False
+            if err is None:
+                self._result = value
+            else:
+                self._exception = err
+            self._state = FINISHED
+            for waiter in self._waiters:
+                if err is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            self._condition.notify_all()
+        return True
+
     def __await__(self):
         import asyncio  # only for users who await: keeps `import fastpool` light
 
