@@ -343,8 +343,9 @@ class WorkerPool(_PoolBase):
     Callbacks run one at a time on the thread that completes tasks.  One
     that waits for another task of the pool (`pool.run(t).result()`,
     `concurrent.futures.wait`) gets its result: the waiting thread completes
-    tasks meanwhile instead of blocking.  After `terminate()`, such a wait
-    that is not already satisfied raises PoolClosedError.
+    tasks meanwhile instead of blocking, and the callbacks that fall due run
+    after the waiting one returns.  After `terminate()`, such a wait that
+    is not already satisfied raises PoolClosedError.
     """
 
     def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,
