@@ -1,9 +1,9 @@
 """A callback that waits for another task of its own pool gets its result.
 
-Callbacks and done-callbacks run on the pool's dispatcher thread, the thread
-that completes tasks, so such a wait would wait for itself.  Instead the
-waiting dispatcher keeps completing tasks (nested inside the waiting
-callback, still one callback at a time) until what it waits for is done.
+Callbacks and done-callbacks run on the thread that completes the pool's
+tasks (its dispatcher, or a thread completing the future it waits on), so
+such a wait would wait for itself.  Instead that thread keeps completing
+tasks until what it waits for is done; callbacks still run one at a time.
 Every wait here has a timeout, so a regression fails instead of hanging.
 """
 from __future__ import annotations
