@@ -1,9 +1,11 @@
 # fastpool's native core: one extension built from the units below, so the
-# hot helpers inline across them (ring <- free lists <- kernels <- engine).
+# hot helpers inline across them (ring <- free lists <- kernels <- map <- engine).
 include "includes/atomic.pxd"
+include "includes/pyread.pxd"
 
 include "_ring.pxd"
 include "_segment.pxd"
 include "_freelist.pxd"
 include "_kernels.pxd"
+include "_map.pxd"
 include "_engine.pxd"

@@ -58,10 +58,10 @@ cdef enum:
     OP_NATIVE_ADD = 1
     OP_PROC = 2
     OP_CALL = 3
-    OP_ADD_BATCH = 4
 
     MODE_CALLBACK = 0
     MODE_FUTURE = 1
+    MODE_QUIET = 2         # nothing waits for the task (a native map's helpers)
 
     BATCH = 256            # results taken per dispatcher round
     WORKER_SPIN = 100     # pause-loops a worker looks for work before parking
@@ -145,21 +145,57 @@ cdef class Core:
         self._submit(self.default_op, task, fut, None, MODE_FUTURE)
         return fut
 
-    def _map_add(self, items, Py_ssize_t batch_size, end_time):
-        """map(kernels.add, items): batches of native adds; a NativeMap."""
-        cdef AddBatch b
-        cdef Py_ssize_t i, n = len(items)
-        futures = []
-        for i in range(0, n, batch_size):
-            if self.state != FP_RUNNING:
-                self._raise_closed()
-            b = AddBatch()
-            b.encode(items, i, min(n, i + batch_size))
-            fut = self.future_cls()
-            fut._pool = self
-            self._submit(OP_ADD_BATCH, b, fut, None, MODE_FUTURE)
-            futures.append(fut)
-        return NativeMap(futures, end_time)
+    def _map_add(self, items, int32_t helpers):
+        """map(kernels.add, items) for a list or tuple: the calling thread
+        and up to `helpers` idle workers read and add the items; a NativeMap
+        of the results (see _map.pyx)."""
+        cdef NativeMap results = NativeMap()
+        cdef AddJob job
+        cdef Py_ssize_t n = len(items)
+        if n == 0:
+            return results
+        if self.state != FP_RUNNING:
+            self._raise_closed()
+        if helpers > 0 and self.grow_on_submit and self.n_spawned < min(helpers, self.n_workers):
+            self._grow(helpers - self.n_spawned)     # threads start on demand
+        job = AddJob(n)
+        if self.state != FP_RUNNING:    # starting threads let other threads in
+            self._raise_closed()
+        # From open() until run() returns, no Python code may run and the
+        # GIL is never released: helpers are reading the items.
+        job.open(items)
+        self._post_map_helpers(job, helpers)
+        job.run()
+        results.job = job
+        return results
+
+    cdef int _post_map_helpers(self, AddJob job, int32_t helpers) except -1:
+        # Up to `helpers` cells for idle workers, if room is free at once;
+        # otherwise the caller does the whole job.  Keeps the GIL.
+        cdef fp_cell c
+        cdef fp_job *slot_job
+        cdef int32_t slot, i
+        cdef int64_t need = min(<int64_t>helpers, job.job.nchunks - 1, <int64_t>self.max_chunks)
+        if need <= 0 or self.n_overflow or self.slots.nfree == 0 or self.record_credits < need:
+            return 0
+        slot = self.slots.take()
+        self.record_credits -= <int32_t>need
+        self.slots.mode[slot] = MODE_QUIET
+        self.slots.objs[slot] = job         # the old value is None: no finalizer runs
+        self.tasks_in += 1
+        slot_job = self.slots.job(slot)
+        slot_job.a = <char *>&job.job
+        slot_job.cells = <int32_t>need
+        slot_job.remaining = need
+        c.kind = K_ADD_BATCH
+        c.slot = <uint32_t>slot
+        c.a.i = 0
+        c.b.i = 0
+        for i in range(need):
+            while fp_ring_push(self.tasks, &c) != FP_OK:
+                fp_yield()      # as _push_task, but keeping the GIL (see _map_add)
+        fp_idle_wake(self.ctl)
+        return 0
 
     def _submit_call(self, fn, args, kwargs):
         """Executor.submit: fn(*args, **kwargs) in a worker; a Future."""
@@ -238,7 +274,7 @@ cdef class Core:
         """Fill c.kind (and operands) for `task`; return what its slot holds."""
         if op == OP_NATIVE_ADD:
             return fp_encode_add(task, c)
-        c.kind = K_PROC if op == OP_PROC else (K_ADD_BATCH if op == OP_ADD_BATCH else K_CALL)
+        c.kind = K_PROC if op == OP_PROC else K_CALL
         return task
 
     cdef inline int32_t _cells_needed(self, const fp_cell *c, object obj) noexcept:
@@ -262,8 +298,6 @@ cdef class Core:
         self.tasks_in += 1
         c.slot = <uint32_t>slot
         self.slots.job(slot).cells = need
-        if c.kind == K_ADD_BATCH:
-            (<AddBatch>obj).fill_job(self.slots.job(slot))
         if c.kind != K_ADD_ARRAY:
             self.slots.job(slot).remaining = 1
             self._push_task(c)
@@ -387,7 +421,10 @@ cdef class Core:
             # terminate() took some chunks before they started
             r.kind = R_CLOSED if fp_load_u32_acquire(&job.failed) else R_ARRAY
         elif c.kind == K_ADD_BATCH:
-            fp_add_batch(self.slots.job(c.slot))
+            job = self.slots.job(c.slot)
+            fp_map_help(<fp_map_job *>job.a)
+            if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
+                return 0            # another helper of this job will publish
             r.kind = R_BATCH
         elif c.kind == K_FAIL:
             r.kind = R_ERR
@@ -632,6 +669,8 @@ cdef class Core:
         self.slots.ctxs[slot] = None
         self.slots.objs[slot] = None
         self._release_slot(slot)
+        if mode == MODE_QUIET:
+            return 0                # a native map's helpers, done or failed
         err = None
         value = None
         try:

@@ -10,7 +10,7 @@ cdef enum:
     K_FAIL = 5         # bad task: the slot holds its exception; echo it
     K_PROC = 6         # the pool's Python processor(task), with the GIL
     K_CALL = 7         # fn(*args, **kwargs) from the slot, with the GIL
-    K_ADD_BATCH = 8    # every cell of the AddBatch in the slot
+    K_ADD_BATCH = 8    # help with the map job in the slot (_map.pyx)
 
     # result kinds (cell.kind in the result ring)
     R_INT = 1          # a.i + b.i * 2**64  (b.i is the carry: -1, 0 or 1)
@@ -22,7 +22,7 @@ cdef enum:
     R_ARRAY = 7        # the array job in the slot is complete
     R_WORKER_LOST = 8  # no slot: worker a.i was lost between tasks
     R_INIT_FAILED = 9  # no slot: worker a.i's initializer raised
-    R_BATCH = 10       # the AddBatch in the slot is computed
+    R_BATCH = 10       # every helper of the map job in the slot is done
     R_CLOSED = 11      # the task was failed by terminate() before all of it ran
 
     DT_F64 = 1

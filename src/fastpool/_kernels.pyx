@@ -4,7 +4,6 @@ from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyObject_Chec
 from cpython.dict cimport PyDict_GetItem
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
 from cpython.object cimport PyObject
-from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 import sys
@@ -417,128 +416,6 @@ cdef void fp_add_array_chunk(const fp_job *j, int64_t start, int64_t stop) noexc
     else:
         for i in range(start, stop):
             (<uint8_t *>j.out)[i] = <uint8_t>((<uint8_t *>j.a)[i] + (<uint8_t *>j.b)[i])
-
-
-cdef class AddBatch:
-    """Many add tasks in one ring cell, for `map(kernels.add, ...)`.
-
-    Encoded with the GIL into a C array, computed by one worker without it,
-    decoded item by item by the consumer.  Items the native path cannot take
-    (big ints, arrays, bad tasks) are kept and computed (or raise) when the
-    consumer reaches them, exactly as `kernels.add(item)` would.
-    """
-    cdef fp_cell *cells
-    cdef fp_cell *out
-    cdef list deferred
-    cdef readonly Py_ssize_t n
-
-    def __dealloc__(self):
-        PyMem_Free(self.cells)
-
-    cdef int encode(self, list items, Py_ssize_t start, Py_ssize_t stop) except -1:
-        # items[start:stop], read in place (no slice copy)
-        cdef Py_ssize_t i, n = stop - start
-        cdef fp_cell *c
-        self.cells = <fp_cell *>PyMem_Malloc(2 * max(n, 1) * sizeof(fp_cell))
-        if self.cells == NULL:
-            raise MemoryError()
-        self.out = self.cells + n
-        self.n = n
-        for i in range(n):
-            c = &self.cells[i]
-            item = items[start + i]
-            if type(item) is tuple and len(<tuple>item) == 2:
-                _encode_operands((<tuple>item)[0], (<tuple>item)[1], None, c)
-            else:
-                fp_encode_add(item, c)
-            if c.kind != K_ADD_I64 and c.kind != K_ADD_F64:
-                if self.deferred is None:
-                    self.deferred = [None] * n
-                self.deferred[i] = item
-        return 0
-
-    cdef void fill_job(self, fp_job *job) noexcept:
-        job.a = <char *>self.cells
-        job.out = <char *>self.out
-        job.n = self.n
-
-    cdef object item(self, Py_ssize_t i):
-        cdef fp_cell *r = &self.out[i]
-        if r.kind == R_INT:
-            if r.b.i == 0:
-                return PyLong_FromLongLong(r.a.i)
-            return fp_int_result(r)
-        if r.kind == R_FLOAT:
-            return r.a.d
-        return add(self.deferred[i])
-
-
-cdef void fp_add_batch(const fp_job *job) noexcept nogil:
-    cdef const fp_cell *cells = <const fp_cell *>job.a
-    cdef fp_cell *out = <fp_cell *>job.out
-    cdef int64_t i
-    for i in range(job.n):
-        if cells[i].kind == K_ADD_I64 or cells[i].kind == K_ADD_F64:
-            fp_add_scalar(&cells[i], &out[i])
-        else:
-            out[i].kind = 0     # decoded by the consumer
-
-
-cdef class NativeMap:
-    """The iterator `map(kernels.add, ...)` returns: Executor.map's contract
-    (results in order, an item's error raised when reached, `timeout` from
-    the call, pending work cancelled once it stops), decoded in C."""
-    cdef list futures
-    cdef Py_ssize_t next_future
-    cdef AddBatch batch
-    cdef Py_ssize_t i
-    cdef object end_time
-    cdef bint finished
-
-    def __init__(self, list futures, end_time):
-        self.futures = futures
-        self.end_time = end_time
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self.finished:
-            raise StopIteration
-        try:
-            while self.batch is None or self.i == self.batch.n:
-                if self.next_future == len(self.futures):
-                    self.finished = True
-                    raise StopIteration
-                fut = self.futures[self.next_future]
-                self.futures[self.next_future] = None
-                self.next_future += 1
-                if self.end_time is None:
-                    self.batch = fut.result()
-                else:
-                    import time
-                    self.batch = fut.result(self.end_time - time.monotonic())
-                self.i = 0
-            self.i += 1
-            return self.batch.item(self.i - 1)
-        except StopIteration:
-            raise
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self):
-        """Stop: cancel the batches not yet collected."""
-        self.finished = True
-        for fut in self.futures[self.next_future:]:
-            if fut is not None:
-                fut.cancel()
-        self.futures = []
-        self.next_future = 0
-
-    def __del__(self):
-        if not self.finished:
-            self.close()
 
 
 cdef class Kernel:

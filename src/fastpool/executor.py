@@ -58,6 +58,15 @@ class _ExecutorPool(_PoolBase):
                 if started < max_workers and self.state == 0:
                     self._spawn(started)
 
+    def _map_helpers(self) -> int:
+        # A native map's helpers must be threads that exist: start the first
+        # one as a submit would, and count only the threads started.
+        if not self._threads:
+            with self._state_lock:
+                if not self._threads and self.state == 0:
+                    self._spawn(0)
+        return min(len(self._threads), super()._map_helpers())
+
     def _worker_body(self, idx: int) -> None:
         if self._initializer is not None:
             try:

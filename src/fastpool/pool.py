@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 import weakref
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING
@@ -29,7 +28,6 @@ __all__ = ["WorkerPool"]
 logger = logging.getLogger("fastpool")
 
 EVENTS = ("error", "spawn", "exit")
-_MAP_BATCH = 4096   # add tasks per ring cell on the native map path
 MAX_WORKERS = 4096          # checked before anything is allocated
 MAX_RING_SIZE = 1 << 20     # 32 MiB of task cells; more waits in the FIFO anyway
 
@@ -66,6 +64,13 @@ def _track(pool: "_PoolBase") -> None:
         threading._register_atexit(_close_all_at_exit)
         _atexit_registered = True
     _live_pools.add(pool)
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:      # not on every platform
+        return os.cpu_count() or 1
 
 
 def _check_count(name: str, value: Any, most: int) -> int:
@@ -307,11 +312,19 @@ class _PoolBase(Core, Executor):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if fn is kernels.add and len(iterables) == 1:
-            # Native path: batches of tasks, one ring cell each, decoded in C.
-            end_time = None if timeout is None else timeout + time.monotonic()
-            items = list(iterables[0])
-            return self._map_add(items, max(chunksize, _MAP_BATCH), end_time)
+            # Native path: the items are read and added at the call, by this
+            # thread and idle workers together; results come out in order.
+            items = iterables[0]
+            if type(items) is not list and type(items) is not tuple:
+                items = list(items)
+            # As Executor.map: nothing to run, nothing refused.
+            return self._map_add(items, self._map_helpers() if items else 0)
         return super().map(fn, *iterables, timeout=timeout)
+
+    def _map_helpers(self) -> int:
+        """How many workers may help with a native map: the calling thread
+        works too, so one CPU fewer than this process may use."""
+        return min(self.n_workers, _usable_cpus() - 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Executor.shutdown: close, optionally cancelling pending futures."""
