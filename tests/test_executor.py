@@ -8,6 +8,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import re
 import contextlib
+import operator
 import threading
 from concurrent.futures.thread import BrokenThreadPool
 
@@ -126,6 +127,11 @@ def test_initializer_failure_breaks_the_pool(make_executor):
     with pytest.raises(BrokenThreadPool) as excinfo:
         ex.submit(pow, 2, 2)
     assert str(excinfo.value) == INITIALIZER_FAILED
+    for fn in (operator.add, fastpool.kernels.add):
+        args = [(1, 2)] if fn is fastpool.kernels.add else ([1], [2])
+        with pytest.raises(BrokenThreadPool):
+            ex.map(fn, *args)
+        assert list(ex.map(fn, *([] if fn is fastpool.kernels.add else ([], [])))) == []
 
 
 def test_thread_name_prefix_names_the_worker_threads(make_executor):
@@ -152,6 +158,17 @@ def test_submit_after_shutdown_raises_the_stdlib_error(make_executor):
     with pytest.raises(RuntimeError) as excinfo:
         ex.submit(pow, 2, 2)
     assert str(excinfo.value) == AFTER_SHUTDOWN
+
+
+def test_map_after_shutdown_raises_the_stdlib_error_unless_empty(make_executor):
+    ex = make_executor(2)
+    ex.shutdown()
+    for fn in (operator.add, fastpool.kernels.add):
+        args = [(1, 2)] if fn is fastpool.kernels.add else ([1], [2])
+        with pytest.raises(RuntimeError) as excinfo:
+            ex.map(fn, *args)
+        assert str(excinfo.value) == AFTER_SHUTDOWN
+    assert list(ex.map(fastpool.kernels.add, [])) == []
 
 
 def test_shutdown_twice_is_fine(make_executor):
@@ -243,6 +260,12 @@ def test_map_timeout_raises_timeout_error(make_any_executor):
             list(it)
     finally:
         release.set()
+
+
+def test_map_with_the_native_add_kernel_on_a_fresh_executor(make_any_executor):
+    ex = make_any_executor(2)
+    pairs = [(i, i + 1) for i in range(10_000)]
+    assert list(ex.map(fastpool.kernels.add, pairs, timeout=WAIT)) == [2 * i + 1 for i in range(10_000)]
 
 
 def test_context_manager_shuts_down_on_exit(executor_cls, leak_check):

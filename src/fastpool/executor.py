@@ -162,11 +162,17 @@ class ThreadPoolExecutor(Executor):
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
-        """Executor.map; map(kernels.add, tasks) takes the native batched path."""
+        """Executor.map; map(kernels.add, tasks) takes the native path."""
         if fn is kernels.add and len(iterables) == 1:
-            if self._shutdown or self._pool.closed:
-                raise RuntimeError(_AFTER_SHUTDOWN)
-            return self._pool.map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+            items = iterables[0]
+            if type(items) is not list and type(items) is not tuple:
+                items = list(items)
+            if items:       # as the stdlib: nothing to run, nothing refused
+                if self._pool._broken:
+                    raise BrokenThreadPool(self._pool._broken)
+                if self._shutdown or self._pool.closed:
+                    raise RuntimeError(_AFTER_SHUTDOWN)
+            return self._pool.map(fn, items, timeout=timeout, chunksize=chunksize)
         return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
