@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import threading
 
@@ -253,3 +254,10 @@ def test_exception_hierarchy():
     assert issubclass(fastpool.PoolClosedError, RuntimeError)
     assert issubclass(fastpool.WorkerExitedError, Exception)
     assert issubclass(fastpool.TaskTimeoutError, Exception)
+
+
+def test_task_timeout_error_is_both_timeout_errors():
+    # Before Python 3.11, concurrent.futures.TimeoutError is not the builtin
+    # one; code catching either must catch a task's timeout on every Python.
+    assert issubclass(fastpool.TaskTimeoutError, TimeoutError)
+    assert issubclass(fastpool.TaskTimeoutError, cf.TimeoutError)

@@ -6,9 +6,12 @@ itself: a behaviour the stdlib does not have is not a drop-in requirement.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import os
 import re
 import contextlib
 import operator
+import subprocess
+import sys
 import threading
 from concurrent.futures.thread import BrokenThreadPool
 
@@ -80,6 +83,23 @@ def test_exception_goes_to_the_future(make_executor):
 
     ex = make_executor(2)
     assert ex.submit(fail).exception(timeout=WAIT) is boom
+
+
+@pytest.mark.skipif(len(getattr(os, "sched_getaffinity", lambda pid: ())(0)) < 2,
+                    reason="needs CPU affinity and two usable CPUs")
+def test_default_max_workers_is_the_stdlib_one_under_cpu_affinity():
+    # From Python 3.13 on, the stdlib counts only the CPUs the process may
+    # run on (os.process_cpu_count()), not all of them.  A fresh process, so
+    # the affinity does not outlive the test.
+    code = ("import os, concurrent.futures as cf, fastpool\n"
+            "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "for ex in (cf.ThreadPoolExecutor(), fastpool.ThreadPoolExecutor()):\n"
+            "    print(ex._max_workers)\n"
+            "    ex.shutdown()\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    reference, ours = proc.stdout.split()
+    assert ours == reference
 
 
 @pytest.mark.parametrize("max_workers", [0, -1])
@@ -256,7 +276,8 @@ def test_map_timeout_raises_timeout_error(make_any_executor):
 
     try:
         it = ex.map(blocked, [1, 2], timeout=0.2)
-        with pytest.raises(TimeoutError):
+        # cf.TimeoutError: the builtin TimeoutError only from Python 3.11 on.
+        with pytest.raises(cf.TimeoutError):
             list(it)
     finally:
         release.set()
@@ -344,8 +365,9 @@ def test_threads_are_joined_by_shutdown(make_executor):
 
 
 def test_default_max_workers_is_the_stdlib_default(make_executor):
-    import os
-    assert make_executor()._max_workers == min(32, (os.cpu_count() or 1) + 4)
+    # The stdlib counts the CPUs the process may use from Python 3.13 on.
+    cpus = getattr(os, "process_cpu_count", os.cpu_count)()
+    assert make_executor()._max_workers == min(32, (cpus or 1) + 4)
 
 
 def test_float_max_workers_is_kept_and_rounds_up_like_the_stdlib(make_executor):

@@ -399,6 +399,15 @@ EXIT_SCRIPTS = {
         futs = [ex.submit(pow, i, 2) for i in range(N)]
         report = lambda: print(sum(f.done() for f in futs), flush=True)
     """,
+    "results-due-after-exit-starts": """
+        # No result has arrived when exit starts and the ring holds every
+        # task, so no dispatcher thread runs yet; from Python 3.12 on no
+        # thread can start any more.
+        import time
+        pool = fastpool.WorkerPool(2, processor=time.sleep)
+        for i in range(N):
+            pool.run_task(0.2 if i < 2 else 0, lambda err, result: done.append(err))
+    """,
     "two-pools-sys-exit": """
         pools = [fastpool.WorkerPool(n, ring_size=2) for n in (1, 4)]
         for i in range(N // 2):

@@ -334,3 +334,57 @@ def test_what_a_callback_sets_does_not_reach_a_task_from_the_same_context(pool):
     contextvars.copy_context().run(body)
     rec.wait()
     assert seen == ["submitter"] * 200
+
+
+# -- futures and the garbage collector ----------------------------------------
+
+# Before Python 3.12 a collection can start inside any allocation and run
+# Python code (here a gc callback) that lets another thread run.  The trap
+# stops the worker at its first collection, as it starts our task, while the
+# submitter adds a done callback; then both go on.  PYTHONMALLOC=debug turns a
+# use of freed memory into a crash.
+_FUTURE_TOUCHED_DURING_A_COLLECTION = """
+import gc, sys, threading
+import fastpool
+
+sys.setswitchinterval(60)               # only blocking calls hand the GIL over
+main = threading.get_ident()
+fired, touched, called = threading.Lock(), threading.Lock(), threading.Event()
+fired.acquire()
+touched.acquire()
+armed = [True]
+
+def trap(phase, info):
+    if phase == "start" and armed[0] and threading.get_ident() != main:
+        armed[0] = False
+        fired.release()
+        touched.acquire(timeout=30)
+
+def task():
+    return [42]                         # allocates, so the worker collects by now
+
+with fastpool.WorkerPool(1) as pool:
+    assert pool.submit(int).result(timeout=30) == 0    # the worker is up, and idle
+    gc.callbacks.append(trap)
+    gc.disable()
+    junk = [[] for _ in range(gc.get_threshold()[0] + 100)]   # the next allocation collects
+    held = [{} for _ in range(200)]     # no spare dicts: making one allocates
+    fut = pool.submit(task)
+    gc.enable()
+    assert fired.acquire(True, 30), "no collection in the worker"
+    fut.add_done_callback(lambda f: called.set())
+    touched.release()
+    assert called.wait(30), "the done callback never ran"
+    assert fut.result(timeout=30) == [42]
+    gc.callbacks.remove(trap)
+del fut, junk, held
+gc.collect()
+print("ok")
+"""
+
+
+def test_a_future_touched_while_its_worker_collects_garbage():
+    env = dict(os.environ, PYTHONMALLOC="debug")
+    proc = subprocess.run([sys.executable, "-c", _FUTURE_TOUCHED_DURING_A_COLLECTION],
+                          capture_output=True, text=True, timeout=100, env=env)
+    assert (proc.returncode, proc.stdout.strip(), proc.stderr) == (0, "ok", "")

@@ -42,6 +42,7 @@ cdef class Core:
     cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1
     cdef int _push_task(self, fp_cell *c) except -1
     cdef int _post_map_helpers(self, AddJob job, int32_t helpers) except -1
+    cdef object _new_future(self)
     cdef int _worker_loop(self, int idx) noexcept nogil
     cdef int _run_cell(self, fp_cell *c, int idx) noexcept nogil
     cdef void _publish(self, fp_cell *r) noexcept nogil

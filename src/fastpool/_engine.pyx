@@ -54,6 +54,9 @@ from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
 from operator import add as _operator_add
 
+cdef extern from "Python.h":
+    object PyObject_GenericGetDict(object, void *)
+
 cdef enum:
     OP_NATIVE_ADD = 1
     OP_PROC = 2
@@ -140,9 +143,20 @@ cdef class Core:
         """Run `task`; return a future (awaitable) for its result."""
         if self.state != FP_RUNNING:
             self._raise_closed()
-        fut = self.future_cls()
-        fut._pool = self
+        fut = self._new_future()
         self._submit(self.default_op, task, fut, None, MODE_FUTURE)
+        return fut
+
+    cdef object _new_future(self):
+        # A future of this pool.  Its __dict__ is made here, before another
+        # thread can see the future.  Before Python 3.12 a collection can run inside the making
+        # of an instance __dict__ and switch threads; two threads making the
+        # same one at once then each get a dict and the object keeps one:
+        # what the other thread writes is lost (3.9, 3.10), or both share
+        # storage that one of them frees (3.11).
+        fut = self.future_cls()
+        PyObject_GenericGetDict(fut, NULL)
+        fut._pool = self
         return fut
 
     def _map_add(self, items, int32_t helpers):
@@ -201,8 +215,7 @@ cdef class Core:
         """Executor.submit: fn(*args, **kwargs) in a worker; a Future."""
         if self.state != FP_RUNNING:
             self._raise_closed()
-        fut = self.future_cls()
-        fut._pool = self
+        fut = self._new_future()
         if fn is add and len(args) == 1 and not kwargs:
             self._submit(OP_NATIVE_ADD, args[0], fut, None, MODE_FUTURE)
         else:

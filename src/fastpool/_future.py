@@ -77,6 +77,8 @@ class PoolFuture(Future):
 
     def _lazy(self, name: str, make):
         # setdefault is atomic under the GIL: racing threads share one object.
+        # That takes one __dict__: the pool makes it with the future, before
+        # another thread can see it (see Core._new_future).
         d = self.__dict__
         value = d.get(name)
         return value if value is not None else d.setdefault(name, make())

@@ -1,4 +1,12 @@
 """The exceptions fastpool raises or hands to callbacks and futures."""
+from concurrent.futures import TimeoutError as _FutureTimeoutError
+
+# concurrent.futures.TimeoutError is the builtin TimeoutError from Python 3.11
+# on; before, a task's timeout must be both so that either `except` catches it.
+if _FutureTimeoutError is TimeoutError:
+    _TIMEOUT_BASES: tuple = (TimeoutError,)
+else:
+    _TIMEOUT_BASES = (TimeoutError, _FutureTimeoutError)
 
 
 class PoolClosedError(RuntimeError):
@@ -10,5 +18,5 @@ class WorkerExitedError(RuntimeError):
     """The worker running the task was lost (its `__cause__` says why)."""
 
 
-class TaskTimeoutError(TimeoutError):
+class TaskTimeoutError(*_TIMEOUT_BASES):
     """A task did not complete within its timeout."""

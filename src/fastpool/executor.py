@@ -25,6 +25,7 @@ __all__ = ["ThreadPoolExecutor", "BrokenThreadPool"]
 
 BrokenThreadPool = _stdlib_thread.BrokenThreadPool
 _AFTER_SHUTDOWN = "cannot schedule new futures after shutdown"
+_process_cpu_count = getattr(os, "process_cpu_count", os.cpu_count)
 
 
 class _ExecutorPool(_PoolBase):
@@ -112,7 +113,8 @@ class ThreadPoolExecutor(Executor):
     def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
                  initializer: Callable[..., Any] | None = None, initargs: tuple = ()) -> None:
         if max_workers is None:
-            max_workers = min(32, (os.cpu_count() or 1) + 4)
+            # As the stdlib: from Python 3.13 on, only the CPUs we may run on.
+            max_workers = min(32, (_process_cpu_count() or 1) + 4)
         if max_workers <= 0:
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):

@@ -38,6 +38,13 @@ _live_pools: "weakref.WeakSet[_PoolBase]" = weakref.WeakSet()
 _atexit_registered = False
 
 
+def _exiting() -> bool:
+    # Python 3.12 starts no thread once the interpreter exits: a pool then
+    # finishes with the threads it has, and close() runs the dispatch loop
+    # itself if no dispatcher thread was running.
+    return threading._SHUTTING_DOWN
+
+
 def _close_all_at_exit() -> None:
     # Like concurrent.futures: at interpreter exit, finish what was accepted.
     for pool in list(_live_pools):
@@ -87,6 +94,7 @@ class _PoolBase(Core, Executor):
     """Threads, events and lifecycle shared by WorkerPool and ThreadPoolExecutor."""
 
     _lose_on_base_exception = True
+    _dispatch_in_closer = False     # no dispatcher thread could start (see _exiting)
 
     def _start(self, num_threads: int, processor: Any, ring_size: int,
                worker_names: list[str], lazy: bool = False) -> None:
@@ -134,6 +142,8 @@ class _PoolBase(Core, Executor):
                     self._spawn(self.n_spawned)
                     wanted -= 1
             except BaseException as e:
+                if isinstance(e, RuntimeError) and _exiting() and any(self._workers):
+                    return      # the workers there finish what was accepted
                 if not any(self._workers):
                     # Nothing could run the accepted tasks: break the pool,
                     # so that they fail instead of waiting forever.
@@ -146,7 +156,14 @@ class _PoolBase(Core, Executor):
                 t = threading.Thread(target=self._dispatch_body, name="fastpool-dispatcher")
                 self._mark_dispatcher_started()
                 self._dispatcher = t
-                t.start()
+                try:
+                    t.start()
+                except RuntimeError:
+                    # No thread: close() runs the dispatch loop in its own.
+                    self._dispatcher = None
+                    self._dispatch_in_closer = True
+                    if not _exiting():
+                        raise
 
     def _dispatch_body(self) -> None:
         self._runner = threading.current_thread()
@@ -166,8 +183,13 @@ class _PoolBase(Core, Executor):
     def _spawn(self, idx: int) -> None:
         t = threading.Thread(target=self._worker_body, args=(idx,), name=self._worker_names[idx])
         self._workers[idx] = t
-        self.n_spawned = max(self.n_spawned, idx + 1)
-        t.start()
+        n_spawned, self.n_spawned = self.n_spawned, max(self.n_spawned, idx + 1)
+        try:
+            t.start()
+        except BaseException:
+            self._workers[idx] = None
+            self.n_spawned = n_spawned
+            raise
         self._emit("spawn", t.name)
 
     def _worker_body(self, idx: int) -> None:
@@ -288,6 +310,11 @@ class _PoolBase(Core, Executor):
                 raise self._failure
             return
         self._ensure_dispatcher()
+        with self._dispatcher_lock:
+            here, self._dispatch_in_closer = self._dispatch_in_closer, False
+        if here:
+            self._dispatch_body()
+            return
         self._stopped.wait()
         if self._dispatcher is not None:
             self._dispatcher.join()
