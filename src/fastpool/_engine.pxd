@@ -43,12 +43,9 @@ cdef class Core:
     cdef int _push_task(self, fp_cell *c) except -1
     cdef int _post_map_helpers(self, AddJob job, int32_t helpers) except -1
     cdef object _new_future(self)
-    cdef int _worker_loop(self, int idx) noexcept nogil
-    cdef int _run_cell(self, fp_cell *c, int idx) noexcept nogil
-    cdef void _publish(self, fp_cell *r) noexcept nogil
     cdef void _push_result(self, fp_cell *r) noexcept
     cdef void _start_dispatcher(self) noexcept with gil
-    cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil
+    cdef int _run_python(self, const fp_cell *c, fp_cell *r, int idx) noexcept with gil
     cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil
     cdef int _complete(self, fp_cell *r, bint defer=*) except -1
     cdef int _deliver_later(self, uint8_t mode, object cb, object ctx, object err, object value) except -1

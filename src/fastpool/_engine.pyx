@@ -67,18 +67,18 @@ cdef enum:
     MODE_QUIET = 2         # nothing waits for the task (a native map's helpers)
 
     BATCH = 256            # results taken per dispatcher round
-    WORKER_SPIN = 100     # pause-loops a worker looks for work before parking
     DISPATCH_SPIN = 200    # same for the dispatcher
     MIN_CHUNK = 16384      # elements below which an array is not split further
     STALL_NS = 5000000     # a wait in a callback runs a put-off callback after this long
 
-cdef bint _ring_has_work(void *r) noexcept nogil:
-    return not fp_ring_empty(<fp_ring *>r)
+# The hooks a worker thread calls into its pool (see _worker.pxd).  The
+# thread's own reference keeps the pool alive while its worker runs.
 
-cdef inline bint _short_kind(uint32_t kind) noexcept nogil:
-    # Kinds that finish in nanoseconds: a worker running them stays counted
-    # as looking for work, so a flood of them never triggers a wake-up.
-    return kind == K_ADD_I64 or kind == K_ADD_F64 or kind == K_FAIL
+cdef int _hook_run_held(void *owner, const fp_cell *c, fp_cell *r, int idx) noexcept nogil:
+    return (<Core>owner)._run_python(c, r, idx)
+
+cdef void _hook_start_dispatcher(void *owner) noexcept nogil:
+    (<Core>owner)._start_dispatcher()
 
 cdef uint64_t _pow2_at_least(uint64_t n) noexcept:
     cdef uint64_t c = 2
@@ -355,6 +355,17 @@ cdef class Core:
         """Body of worker thread idx: the native loop, GIL released."""
         cdef int rc = 0
         cdef fp_cell c
+        cdef fp_worker w
+        w.ctl = self.ctl
+        w.tasks = self.tasks
+        w.results = self.results
+        w.rec = &self.seg.workers[idx]
+        w.job_pages = self.slots.job_pages
+        w.idx = idx
+        w.hooks.owner = <void *>self
+        w.hooks.run_held = _hook_run_held
+        w.hooks.dispatcher_started = &self.disp_started
+        w.hooks.start_dispatcher = _hook_start_dispatcher
         # A new thread takes its first task before it lets go of the GIL, as
         # the stdlib's threads take a work item: the submit that started it
         # (it waits for the thread to start) cannot get in between and see
@@ -365,102 +376,13 @@ cdef class Core:
             fp_store_u32_release(&self.slots.job(c.slot).taken, 1)
             if not _short_kind(c.kind) and not fp_ring_empty(self.tasks):
                 fp_idle_wake(self.ctl)
+        # The worker holds no reference: the thread's own (its target is a
+        # bound method of this pool) keeps the pool alive while it runs.
         with nogil:
             if first:
-                rc = self._run_cell(&c, idx)
+                rc = fp_worker_run_cell(&w, &c)
             if rc == 0:
-                rc = self._worker_loop(idx)
-
-    cdef int _worker_loop(self, int idx) noexcept nogil:
-        cdef fp_ctl *ctl = self.ctl
-        cdef fp_cell c, r
-        cdef bint spinning = False
-        cdef int i, rc
-        cdef bint found
-        # CLOSING keeps workers going until the dispatcher has seen every
-        # result; TERMINATING stops them starting anything new.
-        while fp_load_u32_acquire(&ctl.state) < FP_TERMINATING:
-            if fp_ring_pop(self.tasks, &c) == FP_OK:
-                if not _short_kind(c.kind):
-                    # Going off to a long task: stop counting as a searcher,
-                    # and pass on what is left: a burst of submits sends one
-                    # wake-up, so each woken worker wakes the next.
-                    if spinning:
-                        spinning = False
-                        fp_sub_u32_seq_cst(&ctl.spinners, 1)
-                    if not fp_ring_empty(self.tasks):
-                        fp_idle_wake(ctl)
-                rc = self._run_cell(&c, idx)
-                if rc:
-                    if spinning:
-                        fp_sub_u32_seq_cst(&ctl.spinners, 1)
-                    return rc
-                continue
-            if not spinning:
-                if fp_load_u32_seq_cst(&ctl.spinners) != 0:
-                    fp_idle_park(ctl, _ring_has_work, self.tasks)
-                    continue
-                spinning = True
-                fp_add_u32_seq_cst(&ctl.spinners, 1)
-            found = False
-            for i in range(WORKER_SPIN):
-                fp_cpu_relax()
-                if not fp_ring_empty(self.tasks):
-                    found = True
-                    break
-            if found:
-                continue
-            spinning = False
-            fp_sub_u32_seq_cst(&ctl.spinners, 1)
-            fp_idle_park(ctl, _ring_has_work, self.tasks)
-        if spinning:
-            fp_sub_u32_seq_cst(&ctl.spinners, 1)
-        return 0
-
-    cdef int _run_cell(self, fp_cell *c, int idx) noexcept nogil:
-        """Run one task cell; publish its result.  1 if this worker is lost."""
-        cdef fp_cell r
-        cdef int lost = 0
-        cdef fp_job *job
-        r.slot = c.slot
-        r.b.i = 0
-        if c.kind == K_ADD_I64 or c.kind == K_ADD_F64:
-            fp_add_scalar(c, &r)
-        elif c.kind == K_ADD_ARRAY:
-            job = self.slots.job(c.slot)
-            fp_add_array_chunk(job, c.a.i, c.b.i)
-            if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
-                return 0            # another chunk's worker will publish
-            # terminate() took some chunks before they started
-            r.kind = R_CLOSED if fp_load_u32_acquire(&job.failed) else R_ARRAY
-        elif c.kind == K_ADD_BATCH:
-            job = self.slots.job(c.slot)
-            fp_map_help(<fp_map_job *>job.a)
-            if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
-                return 0            # another helper of this job will publish
-            r.kind = R_BATCH
-        elif c.kind == K_FAIL:
-            r.kind = R_ERR
-        else:
-            # Before waiting for the GIL: shutdown(cancel_futures=True) cancels
-            # only what no worker has taken, as the stdlib's leaves a work
-            # item that a thread took from its queue.
-            fp_store_u32_release(&self.slots.job(c.slot).taken, 1)
-            lost = self._run_python(c, &r, idx)
-        self._publish(&r)
-        return lost
-
-    cdef inline void _publish(self, fp_cell *r) noexcept nogil:
-        while fp_ring_push(self.results, r) != FP_OK:
-            fp_yield()          # the dispatcher is mid-pop on this cell; never drop
-        fp_dispatcher_notify(self.ctl)
-        # The dispatcher thread starts with the first result that no waiting
-        # thread takes (a short-lived pool whose tasks are all waited on
-        # never needs one).  Read after notify: a proxy seen here will take
-        # this result, and one that steps aside starts the dispatcher itself.
-        if (not fp_load_u32_acquire(&self.disp_started)
-                and not fp_load_u32_seq_cst(&self.ctl.proxy)):
-            self._start_dispatcher()
+                rc = fp_worker_loop(&w)
 
     cdef void _start_dispatcher(self) noexcept with gil:
         try:
@@ -480,7 +402,7 @@ cdef class Core:
     def _dispatcher_started(self):
         return fp_load_u32_acquire(&self.disp_started) != 0
 
-    cdef int _run_python(self, fp_cell *c, fp_cell *r, int idx) noexcept with gil:
+    cdef int _run_python(self, const fp_cell *c, fp_cell *r, int idx) noexcept with gil:
         cdef int32_t slot = c.slot
         objs = self.slots.objs
         try:
@@ -518,8 +440,15 @@ cdef class Core:
         r.kind = R_INIT_FAILED if init_failed else R_WORKER_LOST
         r.a.i = idx
         r.b.i = 0
+        cdef fp_worker w
+        memset(&w, 0, sizeof(w))
+        w.ctl = self.ctl
+        w.results = self.results
+        w.hooks.dispatcher_started = &self.disp_started
+        w.hooks.owner = <void *>self
+        w.hooks.start_dispatcher = _hook_start_dispatcher
         with nogil:
-            self._publish(&r)
+            fp_worker_publish(&w, &r)
 
     # ------------------------------------------------------------ dispatcher
 
@@ -613,7 +542,7 @@ cdef class Core:
                     if ns <= 0:
                         return False
                 with nogil:
-                    fp_proxy_park(ctl, _ring_has_work, self.results, ns)
+                    fp_proxy_park(ctl, fp_ring_has_work, self.results, ns)
         finally:
             fp_token_unlock(ctl)
             # What arrived meanwhile, or what we put back, is the dispatcher's.
@@ -639,7 +568,7 @@ cdef class Core:
             if not fp_ring_empty(self.results):
                 break
         else:
-            fp_dispatcher_park(self.ctl, seen, _ring_has_work, self.results)
+            fp_dispatcher_park(self.ctl, seen, fp_ring_has_work, self.results)
         while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
             n += 1
         return n
@@ -983,7 +912,7 @@ cdef class Core:
         while n < BATCH and fp_ring_pop(self.results, &self.batch[n]) == FP_OK:
             n += 1
         if n == 0:
-            fp_holder_park(self.ctl, seen, proxy, _ring_has_work, self.results, wait_ns)
+            fp_holder_park(self.ctl, seen, proxy, fp_ring_has_work, self.results, wait_ns)
             while n < BATCH and fp_ring_pop(self.results, &self.batch[n]) == FP_OK:
                 n += 1
         return n

@@ -35,6 +35,9 @@ cdef enum:
     JOB_SHIFT = 10               # jobs are allocated in pages of 1024 slots
     JOB_PAGE = 1 << JOB_SHIFT
 
+cdef inline fp_job *fp_job_at(fp_job **pages, uint32_t slot) noexcept nogil:
+    return &pages[slot >> JOB_SHIFT][slot & (JOB_PAGE - 1)]
+
 cdef class SlotTable:
     cdef readonly int32_t capacity
     cdef int32_t nfree           # slots free: on the stack, or never used yet
@@ -72,7 +75,7 @@ cdef class SlotTable:
         return slot
 
     cdef inline fp_job *job(self, int32_t slot) noexcept nogil:
-        return &self.job_pages[slot >> JOB_SHIFT][slot & (JOB_PAGE - 1)]
+        return fp_job_at(self.job_pages, slot)
 
     cdef inline void give(self, int32_t slot) noexcept:
         self.free[self.nstack] = slot

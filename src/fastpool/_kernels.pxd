@@ -36,3 +36,11 @@ cdef enum:
 cdef class Kernel:
     cdef readonly str name
     cdef int op
+
+cdef enum:
+    # what fp_kernel_run did with a task cell
+    KR_DONE = 0        # the result is in r: publish it
+    KR_PARTIAL = 1     # one chunk of a job whose last chunk publishes: nothing to publish
+    KR_HELD = 2        # no native kernel takes it: the pool's owner runs it (a hook)
+
+cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs) noexcept nogil

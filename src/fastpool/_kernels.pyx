@@ -457,3 +457,38 @@ def _kernel_by_name(name):
     if name == "add":
         return add
     raise ValueError(f"no kernel named {name!r}")
+
+
+# ------------------------------------------------------------ the kernel table
+
+cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs) noexcept nogil:
+    """Run a task cell with the native kernel its kind names, without the GIL.
+
+    The one place where task kinds meet kernels: the worker loop knows none
+    of them.  `jobs` holds the array and batch jobs of the pool's owner (NULL
+    in another process, where such tasks are never sent).
+    """
+    cdef fp_job *job
+    if c.kind == K_ADD_I64 or c.kind == K_ADD_F64:
+        fp_add_scalar(c, r)
+        return KR_DONE
+    if c.kind == K_ADD_ARRAY and jobs != NULL:
+        job = fp_job_at(jobs, c.slot)
+        fp_add_array_chunk(job, c.a.i, c.b.i)
+        # acq_rel: the last chunk's worker sees every other chunk's writes.
+        if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
+            return KR_PARTIAL
+        # terminate() took some chunks before they started
+        r.kind = R_CLOSED if fp_load_u32_acquire(&job.failed) else R_ARRAY
+        return KR_DONE
+    if c.kind == K_ADD_BATCH and jobs != NULL:
+        job = fp_job_at(jobs, c.slot)
+        fp_map_help(<fp_map_job *>job.a)
+        if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
+            return KR_PARTIAL      # another helper of this job publishes
+        r.kind = R_BATCH
+        return KR_DONE
+    if c.kind == K_FAIL:
+        r.kind = R_ERR             # the slot holds the task's exception
+        return KR_DONE
+    return KR_HELD

@@ -5,6 +5,7 @@ cdef extern from "atomic.h" nogil:
     uint64_t fp_load_u64_acquire(const uint64_t *p)
     void fp_store_u64_release(uint64_t *p, uint64_t v)
     uint32_t fp_load_u32_relaxed(const uint32_t *p)
+    void fp_store_u32_relaxed(uint32_t *p, uint32_t v)
     uint32_t fp_load_u32_acquire(const uint32_t *p)
     uint32_t fp_load_u32_seq_cst(const uint32_t *p)
     void fp_store_u32_release(uint32_t *p, uint32_t v)

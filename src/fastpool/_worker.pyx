@@ -1,0 +1,101 @@
+# The worker loop (see _worker.pxd).
+#
+# A worker pops a task cell, records the task's slot in its record (so that
+# whoever watches the segment knows what it holds), runs it through the
+# kernel table or the owner's hook, publishes the result and clears the
+# record.  Between tasks it spins briefly, then parks on the segment's futex
+# (process-shared).  CLOSING keeps workers going until every result is
+# seen; TERMINATING stops them starting anything new.
+
+cdef enum:
+    WORKER_SPIN = 100     # pause-loops a worker looks for work before parking
+
+cdef bint fp_ring_has_work(void *r) noexcept nogil:
+    return not fp_ring_empty(<fp_ring *>r)
+
+cdef inline bint _short_kind(uint32_t kind) noexcept nogil:
+    # Kinds that finish in nanoseconds: a worker running them stays counted
+    # as looking for work, so a flood of them never triggers a wake-up.
+    return kind == K_ADD_I64 or kind == K_ADD_F64 or kind == K_FAIL
+
+cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
+    cdef fp_ctl *ctl = w.ctl
+    cdef fp_cell c
+    cdef bint spinning = False
+    cdef int i, rc
+    cdef bint found
+    while fp_load_u32_acquire(&ctl.state) < FP_TERMINATING:
+        if fp_ring_pop(w.tasks, &c) == FP_OK:
+            if not _short_kind(c.kind):
+                # Going off to a long task: stop counting as a searcher, and
+                # pass on what is left: a burst of submits sends one wake-up,
+                # so each woken worker wakes the next.
+                if spinning:
+                    spinning = False
+                    fp_sub_u32_seq_cst(&ctl.spinners, 1)
+                if not fp_ring_empty(w.tasks):
+                    fp_idle_wake(ctl)
+            rc = fp_worker_run_cell(w, &c)
+            if rc:
+                if spinning:
+                    fp_sub_u32_seq_cst(&ctl.spinners, 1)
+                return rc
+            continue
+        if not spinning:
+            if fp_load_u32_seq_cst(&ctl.spinners) != 0:
+                fp_idle_park(ctl, fp_ring_has_work, w.tasks)
+                continue
+            spinning = True
+            fp_add_u32_seq_cst(&ctl.spinners, 1)
+        found = False
+        for i in range(WORKER_SPIN):
+            fp_cpu_relax()
+            if not fp_ring_empty(w.tasks):
+                found = True
+                break
+        if found:
+            continue
+        spinning = False
+        fp_sub_u32_seq_cst(&ctl.spinners, 1)
+        fp_idle_park(ctl, fp_ring_has_work, w.tasks)
+    if spinning:
+        fp_sub_u32_seq_cst(&ctl.spinners, 1)
+    return 0
+
+cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
+    """Run one task cell; publish its result.  1 if this worker is lost."""
+    cdef fp_cell r
+    cdef int lost = 0
+    cdef int rc
+    # relaxed: the record is a hint for observers, ordered by nothing.
+    fp_store_u32_relaxed(&w.rec.slot, c.slot)
+    r.slot = c.slot
+    r.b.i = 0
+    rc = fp_kernel_run(c, &r, w.job_pages)
+    if rc == KR_PARTIAL:
+        fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
+        return 0            # a chunk of a job whose last chunk publishes
+    if rc == KR_HELD:
+        if w.job_pages != NULL:
+            # Before waiting for the GIL: shutdown(cancel_futures=True)
+            # cancels only what no worker has taken, as the stdlib's leaves
+            # a work item that a thread took from its queue.
+            fp_store_u32_release(&fp_job_at(w.job_pages, c.slot).taken, 1)
+        lost = w.hooks.run_held(w.hooks.owner, c, &r, w.idx)
+    fp_worker_publish(w, &r)
+    fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
+    fp_store_u32_relaxed(&w.rec.tasks_low, fp_load_u32_relaxed(&w.rec.tasks_low) + 1)
+    return lost
+
+cdef void fp_worker_publish(fp_worker *w, fp_cell *r) noexcept nogil:
+    while fp_ring_push(w.results, r) != FP_OK:
+        fp_yield()          # the dispatcher is mid-pop on this cell; never drop
+    fp_dispatcher_notify(w.ctl)
+    # The owner's dispatcher starts with the first result that no waiting
+    # thread takes (a short-lived pool whose tasks are all waited on never
+    # needs one).  Read after notify: a proxy seen here will take this
+    # result, and one that steps aside starts the dispatcher itself.
+    if (w.hooks.dispatcher_started != NULL
+            and not fp_load_u32_acquire(w.hooks.dispatcher_started)
+            and not fp_load_u32_seq_cst(&w.ctl.proxy)):
+        w.hooks.start_dispatcher(w.hooks.owner)
