@@ -122,7 +122,9 @@ class PayloadArea:
 
         A size above ``block_size`` means the payload went to a one-off
         segment.  If pickling fails its exception propagates and the block is
-        left as it was.
+        left as it was.  ``obj`` may be made of views that ``read(slot,
+        copy=False)`` lent out (a worker returning its task's array): those
+        are copied aside before the block is overwritten.
         """
         if type(slot) is not int or not 0 <= slot < self.n_slots:
             raise self._bad_slot(slot)
