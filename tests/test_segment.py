@@ -79,3 +79,21 @@ def test_attach_refuses_another_layout_version():
 def test_attach_to_a_name_that_does_not_exist_raises_file_not_found():
     with pytest.raises(FileNotFoundError):
         Segment.attach("fastpool-no-such-segment")
+
+
+def test_each_worker_records_the_slot_of_the_task_it_runs(make_pool):
+    import threading
+
+    from _support import first_task_running
+
+    pool = make_pool(2)
+    assert pool._held_slots() == [None, None]
+    with first_task_running(pool):
+        held = pool._held_slots()
+        assert sorted(held, key=lambda s: s is None)[0] is not None
+        assert held.count(None) == 1
+    done = threading.Event()
+    pool.run_task((1, 1), lambda err, result: done.set())
+    assert done.wait(WAIT)
+    pool.close()
+    assert pool._held_slots() == []

@@ -794,6 +794,18 @@ cdef class Core:
                 futs.append(self.slots.cbs[i])
         return futs
 
+    def _held_slots(self):
+        """The task slot each worker is running (None: none), from the
+        worker records in the segment."""
+        cdef uint32_t i, slot
+        if self.ctl == NULL:
+            return []
+        held = []
+        for i in range(self.ctl.n_workers):
+            slot = fp_load_u32_relaxed(&self.seg.workers[i].slot)
+            held.append(None if slot == FP_NO_SLOT else slot)
+        return held
+
     def _tasks_waiting(self):
         """Task cells pushed and not yet taken by a worker (a hint)."""
         if self.ctl == NULL:
