@@ -450,7 +450,21 @@ class Map(Workload):
         return [f"{name}: chunksize {size:,}, the fastest tried" for name, size in self.chunksize.items()]
 
 
-class RoundTrip(Workload):
+class _OneTaskSamples(Workload):
+    """A workload whose round is one {"a": 1, "b": 2} task, measured
+    `samples` times: what ratios.py reports is their median."""
+
+    def check(self, name: str, result: int) -> None:
+        assert result == 3, f"1 + 2 gave {result!r}"
+
+    def measure(self, name: str) -> float:
+        return statistics.median([Workload.measure(self, name) for _ in range(self.samples)])
+
+    def pedantic(self) -> dict:
+        return {"rounds": self.samples, "warmup_rounds": self.warmup_rounds}
+
+
+class RoundTrip(_OneTaskSamples):
     """One task at a time, the pool going idle between tasks.  A round is one
     task: in pytest-benchmark `samples` rounds, whose median is the p50; in
     ratios.py each measure() is the p50 of `samples` of them."""
@@ -478,14 +492,6 @@ class RoundTrip(Workload):
     def tpe_submit(self) -> int:
         return self.pool_of("ThreadPoolExecutor").submit(add_task, self.task).result()
 
-    def check(self, name: str, result: int) -> None:
-        assert result == 3, f"1 + 2 gave {result!r}"
-
-    def measure(self, name: str) -> float:
-        return statistics.median([Workload.measure(self, name) for _ in range(self.samples)])
-
-    def pedantic(self) -> dict:
-        return {"rounds": self.samples, "warmup_rounds": self.warmup_rounds}
 
     def idle_cpu_percent(self) -> float:
         """CPU used by this whole process, in % of one core, while its pools
@@ -504,7 +510,7 @@ class RoundTrip(Workload):
         return [Check("idle fastpool pool, CPU", f"{percent:.2f} % of a core", "< 1 % of a core", percent < 1)]
 
 
-class ShortLived(Workload):
+class ShortLived(_OneTaskSamples):
     """A pool made, used for one task and closed, as `with Pool(2) as pool:`
     around one task: every round is one whole life; the median is reported."""
 
@@ -529,14 +535,6 @@ class ShortLived(Workload):
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             return pool.submit(add_task, self.task).result()
 
-    def check(self, name: str, result: int) -> None:
-        assert result == 3, f"1 + 2 gave {result!r}"
-
-    def measure(self, name: str) -> float:
-        return statistics.median([Workload.measure(self, name) for _ in range(self.samples)])
-
-    def pedantic(self) -> dict:
-        return {"rounds": self.samples, "warmup_rounds": self.warmup_rounds}
 
 
 class _ArrayAdd(Workload):
