@@ -13,13 +13,13 @@ import os
 import threading
 import weakref
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
 
 from fastpool import _future, kernels
 from fastpool._core import Core
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, WorkerExitedError
 
+TYPE_CHECKING = False   # typing costs milliseconds to import; annotations are strings
 if TYPE_CHECKING:
     from typing import Any, Callable, Iterable, Iterator
 
