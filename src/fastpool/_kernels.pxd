@@ -35,7 +35,6 @@ cdef enum:
 
 cdef class Kernel:
     cdef readonly str name
-    cdef int op
 
 cdef enum:
     # what fp_kernel_run did with a task cell

@@ -8,9 +8,6 @@ from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 import sys
 
-cdef enum:
-    OP_ADD = 1
-
 cdef str _ADD = "add kernel"
 
 
@@ -423,9 +420,8 @@ cdef class Kernel:
 
     Also a plain callable that computes one task in the calling thread.
     """
-    def __cinit__(self, str name, int op):
+    def __cinit__(self, str name):
         self.name = name
-        self.op = op
 
     def __repr__(self):
         return f"<fastpool kernel {self.name!r}>"
@@ -451,7 +447,7 @@ cdef class Kernel:
         raise obj
 
 
-add = Kernel("add", OP_ADD)
+add = Kernel("add")
 
 def _kernel_by_name(name):
     if name == "add":
