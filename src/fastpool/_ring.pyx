@@ -175,7 +175,7 @@ cdef class Ring:
                 if fp_ring_push(r, &c) == FP_OK:
                     v += 1
                 else:
-                    fp_cpu_relax()
+                    fp_yield()      # more threads than cores: let a consumer run
 
     def pop_into(self, int64_t[::1] out, int64_t[::1] done):
         """Pop values into out[] without the GIL until the shared counter
@@ -192,5 +192,5 @@ cdef class Ring:
                     n += 1
                     fp_add_i64_acq_rel(counter, 1)
                 else:
-                    fp_cpu_relax()
+                    fp_yield()      # more threads than cores: let a producer run
         return n
