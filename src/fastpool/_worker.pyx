@@ -9,6 +9,7 @@
 
 cdef enum:
     WORKER_SPIN = 100     # pause-loops a worker looks for work before parking
+    TAKER_GRACE = 2000    # pause-loops (tens of us) a first result waits for a taker
 
 cdef bint fp_ring_has_work(void *r) noexcept nogil:
     return not fp_ring_empty(<fp_ring *>r)
@@ -95,7 +96,16 @@ cdef void fp_worker_publish(fp_worker *w, fp_cell *r) noexcept nogil:
     # thread takes (a short-lived pool whose tasks are all waited on never
     # needs one).  Read after notify: a proxy seen here will take this
     # result, and one that steps aside starts the dispatcher itself.
-    if (w.hooks.dispatcher_started != NULL
-            and not fp_load_u32_acquire(w.hooks.dispatcher_started)
-            and not fp_load_u32_seq_cst(&w.ctl.proxy)):
-        w.hooks.start_dispatcher(w.hooks.owner)
+    cdef int i
+    if (w.hooks.dispatcher_started == NULL
+            or fp_load_u32_acquire(w.hooks.dispatcher_started)):
+        return
+    # No dispatcher yet.  The thread that submitted this task is often a few
+    # microseconds from waiting on it, and then takes it itself: give it
+    # that long before starting a thread that a short-lived pool never needs.
+    for i in range(TAKER_GRACE):
+        if (fp_load_u32_seq_cst(&w.ctl.proxy) or fp_ring_empty(w.results)
+                or fp_load_u32_acquire(w.hooks.dispatcher_started)):
+            return
+        fp_cpu_relax()
+    w.hooks.start_dispatcher(w.hooks.owner)
