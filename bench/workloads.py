@@ -72,7 +72,7 @@ def hang_timeout(scale: float = SCALE) -> int:
 # ------------------------------------------------------------------ tasks
 
 def add_task(task: dict) -> Any:
-    """What every Python-side contender runs: the seed's `task.a + task.b`.
+    """What every Python-side contender runs: the Node.js WorkerPool example's `task.a + task.b`.
     Module level, so process pools can pickle it."""
     return task["a"] + task["b"]
 

@@ -70,7 +70,7 @@ def test_add_is_pythons_a_plus_b(a, b):
     assert_same_number(add((a, b)), a + b)
 
 
-def test_add_of_the_seed_example():
+def test_add_of_the_worker_pool_example():
     assert add({"a": 1, "b": 2}) == 3
     assert add((1, 2)) == 3
 

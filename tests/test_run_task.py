@@ -1,4 +1,4 @@
-"""WorkerPool.run_task(task, callback): the seed's core API, on every configuration."""
+"""WorkerPool.run_task(task, callback): the Node.js WorkerPool's core API, on every configuration."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""`python -m fastpool demo`: the seed's scenario, measured.
+"""`python -m fastpool demo`: the Node.js WorkerPool's example, measured.
 
 Many add tasks go through `run_task` with callbacks (every result checked),
 with a progress bar; then the same tasks through concurrent.futures'
@@ -46,7 +46,7 @@ class _Tally:
 
 
 def run_fastpool(tasks: list[dict], threads: int, progress: bool) -> float:
-    """Seed scenario: every task through run_task, each callback checks its result."""
+    """The Node.js WorkerPool example: every task through run_task, each callback checks its result."""
     n = len(tasks)
     tally = _Tally(n)
 
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastpool", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     d = sub.add_parser("demo", help="run the add-kernel demo and print the throughput",
-                       description="Run the seed's add tasks with callbacks, compare with "
+                       description="Run the Node.js WorkerPool's add tasks with callbacks, compare with "
                                    "ThreadPoolExecutor, then an array add.")
     d.add_argument("--tasks", type=_positive, default=200_000, help="number of add tasks (default 200000)")
     d.add_argument("--threads", type=_positive, default=2, help="worker threads (default 2)")
