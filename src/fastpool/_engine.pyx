@@ -489,10 +489,7 @@ cdef class Core:
         if self._failure is None:
             self._failure = exc
         self._set_state(FP_TERMINATING)
-        try:
-            self._emit_error(exc)
-        except BaseException:
-            pass        # reporting is best effort; stopping cleanly is not
+        self._report_quietly(exc)   # reporting is best effort; stopping cleanly is not
         try:
             self._ensure_dispatcher()     # it fails what is pending
         except BaseException:
@@ -515,8 +512,7 @@ cdef class Core:
         cdef fp_ctl *ctl = self.ctl
         if ctl == NULL or self.state != FP_RUNNING or not fp_token_trylock(ctl):
             return False
-        import time
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else _monotonic() + timeout
         try:
             while True:
                 if fp_ring_pop(self.results, &c) == FP_OK:
@@ -538,7 +534,7 @@ cdef class Core:
                 if self.state != FP_RUNNING or fp_load_u32_seq_cst(&ctl.disp_token) != 1:
                     return False
                 if deadline is not None:
-                    ns = <int64_t>((deadline - time.monotonic()) * 1e9)
+                    ns = <int64_t>((deadline - _monotonic()) * 1e9)
                     if ns <= 0:
                         return False
                 with nogil:
