@@ -64,8 +64,11 @@ def _held_by_this_process() -> set[str]:
 
 
 def shm_entries() -> set[str]:
+    """/dev/shm names, less POSIX named semaphores ("sem." names): fastpool
+    makes none, and the standard library's (its process pool's queues and
+    locks) appear and may be left behind by any program on the machine."""
     try:
-        return set(os.listdir(SHM_DIR))
+        return {n for n in os.listdir(SHM_DIR) if not n.startswith("sem.")}
     except FileNotFoundError:
         return set()
 

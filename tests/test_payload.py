@@ -446,12 +446,9 @@ CHILD = """
 import sys
 from multiprocessing import shared_memory
 from fastpool._payload import PayloadArea
-if sys.version_info >= (3, 13):
-    shm = shared_memory.SharedMemory({name!r}, track=False)
-else:
-    from fastpool._core import _attach_untracked
-    shm = _attach_untracked({name!r})
-area = PayloadArea(shm.buf, 2, {block_size}, spill_prefix={prefix!r})
+from fastpool._core import _attach_untracked
+shm = _attach_untracked({name!r})
+area = PayloadArea(shm, 2, {block_size}, spill_prefix={prefix!r})
 {body}
 area.close()
 shm.close()

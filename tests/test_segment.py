@@ -53,13 +53,10 @@ def test_attach_refuses_a_segment_that_is_not_a_pool(size):
 def test_attach_refuses_another_layout_version():
     seg = Segment.create(1, 2, 4, named=True)
     try:
-        raw = shared_memory.SharedMemory(name=seg.name, track=False) if sys.version_info >= (3, 13) \
-            else None
-        if raw is None:
-            from fastpool._core import _attach_untracked
+        from fastpool._core import _attach_untracked
 
-            raw = _attach_untracked(seg.name)
-        raw.buf[4] = 99          # the version word, after the magic
+        raw = _attach_untracked(seg.name)
+        raw[4] = 99          # the version word, after the magic
         with pytest.raises(ValueError, match="another version"):
             Segment.attach(seg.name)
         raw.close()

@@ -33,6 +33,8 @@ cdef class Core:
     cdef int batch_len
     cdef object deferred            # deliveries a wait in a callback put off
     cdef int pump_depth             # waits in callbacks, one inside another
+    cdef readonly bint procs        # the workers are processes: Python tasks travel as payloads
+    cdef object area                # their payload blocks (a PayloadArea), or None
 
     cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
     cdef object _encode(self, int op, object task, fp_cell *c)
@@ -40,10 +42,12 @@ cdef class Core:
     cdef int32_t _cells_needed(self, const fp_cell *c, object obj) noexcept
     cdef bint _has_room(self, const fp_cell *c, object obj) noexcept
     cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1
-    cdef int _push_task(self, fp_cell *c) except -1
+    cdef int _push_task(self, fp_cell *c, uint64_t *pos) except -1
+    cdef int _fail_slot(self, int32_t slot, object err) except -1
     cdef int _post_map_helpers(self, AddJob job, int32_t helpers) except -1
     cdef object _new_future(self)
-    cdef void _push_result(self, fp_cell *r) noexcept
+    cdef object _to_payload(self, fp_cell *c, object obj)
+    cdef int32_t _held_by(self, int idx) noexcept
     cdef void _start_dispatcher(self) noexcept with gil
     cdef int _run_python(self, const fp_cell *c, fp_cell *r, int idx) noexcept with gil
     cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil

@@ -98,7 +98,11 @@ cdef class Core:
     """Native part of a pool; fastpool.pool.WorkerPool builds on it."""
 
     def _core_init(self, int32_t num_threads, int32_t ring_size, processor,
-                   bint lose_on_base_exception, future_cls, bint named=False):
+                   bint lose_on_base_exception, future_cls, bint named=False,
+                   uint32_t block_size=0):
+        """`block_size` > 0: the workers are processes attached to a named
+        segment; Python tasks and results travel pickled through one payload
+        block per task slot (see _payload.py)."""
         from collections import deque
         # Every worker must be able to hold a task at once, or tasks that
         # wait for each other (a barrier) could never all start.
@@ -118,11 +122,19 @@ cdef class Core:
         self.overflow = deque()
         self.deferred = deque()
         self.seg = Segment.create(num_threads, ring_size,
-                                  _pow2_at_least(ring_size + 2 * num_threads + 2), named)
+                                  _pow2_at_least(ring_size + 2 * num_threads + 2),
+                                  named or block_size != 0, block_size)
+        if block_size:
+            from fastpool._payload import PayloadArea
+            self.procs = True
+            self.area = PayloadArea(self.seg.payload_view(), ring_size, block_size)
         self.ctl = self.seg.ctl
         self.tasks = self.seg.tasks
         self.results = self.seg.results
         self.state = FP_RUNNING
+
+    def _payload_prefix(self):
+        return None if self.area is None else self.area.spill_prefix
 
     @property
     def shm_name(self):
@@ -228,7 +240,9 @@ cdef class Core:
         cdef _Queued q
         cdef fp_cell c
         obj = self._encode(op, task, &c)
-        if c.kind == K_ADD_PY and ctx is None:
+        if self.procs:
+            obj = self._to_payload(&c, obj)
+        elif c.kind == K_ADD_PY and ctx is None:
             # Python's a + b can read contextvars (numpy's error state): a
             # future's task runs in its submitter's context too.
             ctx = self._context_snapshot()
@@ -244,6 +258,8 @@ cdef class Core:
         # Room is freed only by the dispatcher, which then moves these on.
         q = _Queued.__new__(_Queued)
         q.cell = c
+        if self.procs and (c.kind == K_PROC or c.kind == K_CALL or c.kind == K_ADD_PY):
+            obj = self.area.frozen(obj)     # its buffers, as they are now
         q.obj = obj
         q.cb = cb
         q.ctx = ctx
@@ -261,6 +277,23 @@ cdef class Core:
             # to sleep since we looked.  Wake it to move the queue on.
             fp_dispatcher_wake(self.ctl)
         return 0
+
+    cdef object _to_payload(self, fp_cell *c, object obj):
+        # A worker process gets Python tasks pickled, now (the task is read
+        # once): what cannot be pickled fails this task alone, with the
+        # pickling error, through the native K_FAIL echo.
+        if c.kind == K_PROC or c.kind == K_CALL or c.kind == K_ADD_PY:
+            try:
+                return self.area.prepare(obj)
+            except Exception as e:
+                c.kind = K_FAIL
+                return e
+        if c.kind == K_ADD_ARRAY:
+            (<ArrayTask>obj).release()
+            c.kind = K_FAIL
+            return TypeError("array tasks run on thread workers: a process pool's add "
+                             "kernel takes numbers (use workers=\"thread\" for arrays)")
+        return obj
 
     cdef object _context_snapshot(self):
         """A copy of the caller's current Context, shared by every task
@@ -302,6 +335,9 @@ cdef class Core:
         """Give an encoded task a slot and its ring cells; wake a worker."""
         cdef int32_t slot, need = self._cells_needed(c, obj)
         cdef int64_t i, n, per
+        cdef uint64_t pos
+        if self.procs and mode == MODE_FUTURE and not _start(cb):
+            return 0        # cancelled while it waited: it never runs
         slot = self.slots.take()
         self.record_credits -= need
         self.slots.mode[slot] = mode
@@ -313,7 +349,15 @@ cdef class Core:
         self.slots.job(slot).cells = need
         if c.kind != K_ADD_ARRAY:
             self.slots.job(slot).remaining = 1
-            self._push_task(c)
+            if self.procs and (c.kind == K_PROC or c.kind == K_CALL or c.kind == K_ADD_PY):
+                try:
+                    self.area.put(slot, obj)
+                    self.slots.objs[slot] = None
+                except Exception as e:      # no room for a one-off segment
+                    c.kind = K_FAIL
+                    self.slots.objs[slot] = e
+            self._push_task(c, &pos)
+            self.slots.job(slot).pos = pos + 1
             fp_idle_wake(self.ctl)
             if self.grow_on_submit and self.n_spawned < self.n_workers:
                 self._grow(1)
@@ -327,20 +371,20 @@ cdef class Core:
         for i in range(need):
             c.a.i = i * per
             c.b.i = min(n, (i + 1) * per)
-            self._push_task(c)
+            self._push_task(c, &pos)
         fp_add_u32_seq_cst(&self.ctl.work_seq, 1)
         fp_futex_wake(&self.ctl.work_seq, need)
         if self.grow_on_submit and self.n_spawned < self.n_workers:
             self._grow(need)
         return 0
 
-    cdef inline int _push_task(self, fp_cell *c) except -1:
+    cdef inline int _push_task(self, fp_cell *c, uint64_t *pos) except -1:
         # Admission control keeps the tasks in the ring below its capacity,
         # but workers release cells out of order: one lap on, our cell may
         # still be held by a worker between claiming it and copying it out
         # (preempted mid-pop).  It is a few instructions from done and needs
         # no GIL, so yield the CPU to it until it lets go.
-        while fp_ring_push(self.tasks, c) != FP_OK:
+        while fp_ring_push_pos(self.tasks, c, pos, NULL) != FP_OK:
             with nogil:
                 fp_yield()
         return 0
@@ -473,10 +517,12 @@ cdef class Core:
                 if self.state == FP_TERMINATING or (
                         self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
                     break
-                with nogil:
-                    n = self._collect(self.batch, BATCH, seen)
-                self.batch_len = n
-                self.batch_pos = 0
+                if self.batch_pos >= self.batch_len:
+                    with nogil:
+                        n = self._collect(self.batch, BATCH, seen)
+                    if n >= 0:
+                        self.batch_len = n
+                        self.batch_pos = 0
                 self._complete_batch()
                 if self.n_overflow:
                     self._flush_overflow()
@@ -514,12 +560,19 @@ cdef class Core:
             return False
         deadline = None if timeout is None else _monotonic() + timeout
         try:
+            if self.batch_pos < self.batch_len:
+                return False    # a result left for the dispatcher comes first
             while True:
                 if fp_ring_pop(self.results, &c) == FP_OK:
                     mine = (c.slot != FP_NO_SLOT and c.kind != R_LOST
                             and self.slots.cbs[c.slot] is fut)
                     if not mine:
-                        self._push_result(&c)
+                        # Leave it to the dispatcher as the next to complete:
+                        # results complete in the order they were published
+                        # (a dead worker's notice must follow its results).
+                        self.batch[0] = c
+                        self.batch_pos = 0
+                        self.batch_len = 1
                         return False
                     try:
                         self._complete(&c)
@@ -541,17 +594,15 @@ cdef class Core:
                     fp_proxy_park(ctl, fp_ring_has_work, self.results, ns)
         finally:
             fp_token_unlock(ctl)
-            # What arrived meanwhile, or what we put back, is the dispatcher's.
-            if not fp_ring_empty(self.results) or self.n_overflow:
+            # What arrived meanwhile, or what we left, is the dispatcher's.
+            if self.batch_pos < self.batch_len:
+                if not self.disp_started:
+                    self._ensure_dispatcher()
+                fp_dispatcher_wake(ctl)
+            elif not fp_ring_empty(self.results) or self.n_overflow:
                 if not self.disp_started:
                     self._ensure_dispatcher()
                 fp_dispatcher_notify(ctl)
-
-    cdef void _push_result(self, fp_cell *r) noexcept:
-        # There is always room: the result ring holds every task's result.
-        with nogil:
-            while fp_ring_push(self.results, r) != FP_OK:
-                fp_yield()
 
     cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil:
         cdef int n = 0, i
@@ -565,6 +616,8 @@ cdef class Core:
                 break
         else:
             fp_dispatcher_park(self.ctl, seen, fp_ring_has_work, self.results)
+            if self.batch_pos < self.batch_len:
+                return -1       # a thread that held the token meanwhile left a result
         while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
             n += 1
         return n
@@ -596,7 +649,10 @@ cdef class Core:
         cdef uint8_t mode
         cdef uint32_t kind = r.kind
         if r.slot == FP_NO_SLOT:
-            self._on_worker_lost(r.a.i, kind == R_INIT_FAILED)
+            if kind == R_DIED:
+                self._process_died(<int>r.a.i, <int>r.b.i)
+            else:
+                self._on_worker_lost(r.a.i, kind == R_INIT_FAILED)
             return 0
         slot = <int32_t>r.slot
         mode = self.slots.mode[slot]
@@ -618,6 +674,10 @@ cdef class Core:
                 value = r.a.d
             elif kind == R_OBJ or kind == R_BATCH:
                 value = obj
+            elif kind == R_PAYLOAD:
+                value = self.area.read(slot)
+            elif kind == R_PAYLOAD_ERR:
+                err = self.area.read(slot)
             elif kind == R_ARRAY:
                 (<ArrayTask>obj).release()
                 value = (<ArrayTask>obj).result
@@ -642,6 +702,107 @@ cdef class Core:
         if kind == R_LOST:
             self._on_worker_lost(r.a.i, False, obj)
         return 0
+
+    cdef int _fail_slot(self, int32_t slot, object err) except -1:
+        # Complete the task in `slot` with err, now (a dead worker held it).
+        cdef uint8_t mode = self.slots.mode[slot]
+        cb = self.slots.cbs[slot]
+        ctx = self.slots.ctxs[slot]
+        self.slots.cbs[slot] = None
+        self.slots.ctxs[slot] = None
+        self.slots.objs[slot] = None
+        if self.area is not None:
+            self.area.discard(slot)     # a one-off segment it may have left
+        self._release_slot(slot)
+        if mode != MODE_QUIET:
+            self._deliver(mode, cb, ctx, err, None)
+        return 0
+
+    cdef int32_t _held_by(self, int idx) noexcept:
+        # The task slot dead worker `idx` held (its record names the slot and
+        # the cell's position, which a later task in the same slot cannot
+        # share), or -1: it held nothing, or what it held has completed.
+        cdef fp_worker_rec *rec = &self.seg.workers[idx]
+        cdef uint32_t slot = rec.slot
+        if (slot == FP_NO_SLOT or slot >= <uint32_t>self.slots.fresh or rec.task_pos == 0
+                or self.slots.job(slot).pos != rec.task_pos):
+            return -1
+        return <int32_t>slot
+
+    def _process_died(self, int idx, int status):
+        """Dispatcher: worker process `idx` is gone (its death notice came
+        after every result it published).  Fail the task it held, if any,
+        then let the Python layer report and replace it."""
+        cdef fp_worker_rec *rec
+        cdef int32_t slot
+        if self.ctl == NULL:
+            return
+        rec = &self.seg.workers[idx]
+        slot = self._held_by(idx)
+        leaving = rec.leaving
+        rec.slot = FP_NO_SLOT
+        rec.task_pos = 0
+        rec.claim = 0
+        rec.rclaim = 0
+        rec.leaving = 0
+        rec.pid = 0
+        err = self._worker_died_error(idx, status, slot >= 0)
+        if slot >= 0:
+            self._fail_slot(slot, err)
+        self._on_process_exit(idx, status, leaving, err, slot >= 0)
+
+    def _fail_held(self, make_error):
+        """Teardown, worker processes gone: fail what they held."""
+        cdef int idx
+        cdef int32_t slot
+        if self.ctl == NULL or not self.procs:
+            return
+        for idx in range(<int>self.ctl.n_workers):
+            slot = self._held_by(idx)
+            self.seg.workers[idx].slot = FP_NO_SLOT
+            if slot >= 0:
+                try:
+                    self._fail_slot(slot, make_error())
+                except BaseException as e:
+                    self._report_quietly(e)
+
+    def _worker_process_gone(self, int idx, int status, live):
+        """The watcher: worker process `idx` has exited (`live`: the indexes
+        of workers still running).  Finish the ring operation it was in the
+        middle of, if any, and post its death notice."""
+        cdef fp_worker_rec *rec
+        cdef fp_cell c, d
+        cdef uint64_t claim, pos
+        cdef int j
+        if self.ctl == NULL:
+            return
+        rec = &self.seg.workers[idx]
+        claim = rec.claim
+        if claim and claim != rec.task_pos:
+            # It may have lost that claim to a live worker still copying the
+            # cell out: wait until none holds it (nanoseconds, unless preempted).
+            while any(self.seg.workers[j].claim == claim for j in live):
+                with nogil:
+                    fp_yield()
+        if claim and fp_ring_recover_pop(self.tasks, claim, &c) == 1:
+            rec.slot = c.slot
+            rec.task_pos = claim
+        rec.claim = 0
+        d.slot = FP_NO_SLOT
+        d.kind = R_DIED
+        d.a.i = idx
+        d.b.i = status
+        claim = rec.rclaim
+        if claim:
+            while any(self.seg.workers[j].rclaim == claim for j in live):
+                with nogil:
+                    fp_yield()
+        if not (claim and fp_ring_recover_push(self.results, claim, &d) == 1):
+            with nogil:
+                while fp_ring_push_pos(self.results, &d, &pos, NULL) != FP_OK:
+                    fp_yield()
+        rec.rclaim = 0
+        fp_dispatcher_wake(self.ctl)
 
     cdef void _release_slot(self, int32_t slot) noexcept:
         # Give back the slot and the ring cells the task held.
@@ -735,6 +896,7 @@ cdef class Core:
                     self._complete(&c)
                 except BaseException as e:
                     self._report_quietly(e)
+            self._fail_held(self._closed_error)
             self._fail_unstarted(self._closed_error)
         finally:
             self.state = FP_STOPPING
@@ -761,6 +923,8 @@ cdef class Core:
         cdef _Queued q
         while fp_ring_pop(self.tasks, &c) == FP_OK:
             job = self.slots.job(c.slot)
+            if self.area is not None:
+                self.area.discard(c.slot)
             fp_store_u32_release(&job.failed, 1)
             if fp_sub_i64_acq_rel(&job.remaining, 1) == 0:
                 c.kind = R_ERR
@@ -819,6 +983,8 @@ cdef class Core:
         self.ctl = NULL
         self.tasks = NULL
         self.results = NULL
+        if self.area is not None:
+            self.area.close()
         if self.seg is not None:
             self.seg.close()
 

@@ -30,6 +30,7 @@ ctypedef struct fp_job:
     int32_t cells            # task-ring cells the task was admitted for
     uint32_t failed          # terminate() took a chunk before it started
     uint32_t taken           # a worker took the task: shutdown(cancel_futures) leaves it
+    uint64_t pos             # 1 + the task-ring position of its cell (single-cell tasks)
 
 cdef enum:
     JOB_SHIFT = 10               # jobs are allocated in pages of 1024 slots

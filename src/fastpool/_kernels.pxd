@@ -24,6 +24,9 @@ cdef enum:
     R_INIT_FAILED = 9  # no slot: worker a.i's initializer raised
     R_BATCH = 10       # every helper of the map job in the slot is done
     R_CLOSED = 11      # the task was failed by terminate() before all of it ran
+    R_PAYLOAD = 12     # the slot's payload block holds the result (a worker process)
+    R_PAYLOAD_ERR = 13 # the slot's payload block holds the exception
+    R_DIED = 14        # no slot: worker process a.i is gone, wait status b.i
 
     DT_F64 = 1
     DT_F32 = 2

@@ -128,7 +128,12 @@ class PayloadArea:
         """
         if type(slot) is not int or not 0 <= slot < self.n_slots:
             raise self._bad_slot(slot)
-        start = slot * self.block_size
+        return self.put(slot, self.prepare(obj))
+
+    @staticmethod
+    def prepare(obj):
+        """Pickle ``obj`` for a later ``put``: the stream, and the large
+        buffers still in place (``frozen`` copies them)."""
         buffers = _Buffers()
         try:
             stream = _dumps(_OutOfBand(obj) if type(obj) in _BYTES_LIKE else obj, 5,
@@ -137,10 +142,26 @@ class PayloadArea:
             lifted = _lift(obj)     # memoryviews near the top pickle through _OutOfBand
             if lifted is obj:
                 raise
-            stream = None
-        if stream is None:
             buffers = _Buffers()
             stream = _dumps(lifted, 5, buffer_callback=buffers)
+        return stream, buffers
+
+    @staticmethod
+    def frozen(prepared):
+        """``prepared`` with its out-of-band buffers copied: what the caller
+        changes afterwards no longer changes the payload."""
+        stream, buffers = prepared
+        if not buffers:
+            return prepared
+        copies = _Buffers()
+        for m in buffers:
+            copies.append(memoryview(bytes(m)) if m.readonly else memoryview(bytearray(m)))
+        return stream, copies
+
+    def put(self, slot: int, prepared) -> int:
+        """Write what ``prepare`` made into block ``slot`` (as ``write``)."""
+        start = slot * self.block_size
+        stream, buffers = prepared
         view = self._view
         if not buffers:
             total = _HEAD.size + len(stream)
@@ -277,7 +298,8 @@ class PayloadArea:
         magic, version, kind, n, length, inner_total = _HEAD.unpack_from(buf, 0)
         if magic != _MAGIC or version != _VERSION or kind != _INLINE or inner_total != total:
             raise PayloadError(f"{where}: not a payload this module wrote")
-        return _load(buf, 0, n, length, total, copy, where)
+        # The mapping is this payload's alone: views into it need no copy.
+        return _load(buf, 0, n, length, total, False, where)
 
     # -- giving up -----------------------------------------------------------
 

@@ -35,4 +35,9 @@ cdef size_t fp_ring_bytes(uint64_t capacity) noexcept nogil
 cdef void fp_ring_init(fp_ring *r, uint64_t capacity) noexcept nogil
 cdef int fp_ring_push(fp_ring *r, const fp_cell *msg) noexcept nogil
 cdef int fp_ring_pop(fp_ring *r, fp_cell *out) noexcept nogil
+cdef int fp_ring_push_pos(fp_ring *r, const fp_cell *msg, uint64_t *pos_out, uint64_t *claim) noexcept nogil
+cdef int fp_ring_claim_tracked(fp_ring *r, fp_cell *out, uint64_t *claim) noexcept nogil
+cdef void fp_ring_release_cell(fp_ring *r, uint64_t pos) noexcept nogil
+cdef int fp_ring_recover_pop(fp_ring *r, uint64_t claim, fp_cell *out) noexcept nogil
+cdef int fp_ring_recover_push(fp_ring *r, uint64_t claim, const fp_cell *msg) noexcept nogil
 cdef bint fp_ring_empty(fp_ring *r) noexcept nogil

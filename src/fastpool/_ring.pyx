@@ -46,6 +46,14 @@ cdef inline void _set_seq(fp_cell *cell, uint64_t i, uint64_t seq) noexcept nogi
     fp_store_u64_release(&cell.seq, seq - i)
 
 cdef int fp_ring_push(fp_ring *r, const fp_cell *msg) noexcept nogil:
+    cdef uint64_t pos
+    return fp_ring_push_pos(r, msg, &pos, NULL)
+
+cdef int fp_ring_push_pos(fp_ring *r, const fp_cell *msg, uint64_t *pos_out,
+                          uint64_t *claim) noexcept nogil:
+    # The position taken goes to *pos_out.  `claim` (a worker process's
+    # record, or NULL) holds 1 + the position it is claiming until the
+    # message is published: see fp_ring_recover_push.
     cdef fp_cell *cells = _cells(r)
     cdef fp_cell *cell
     cdef uint64_t seq
@@ -59,8 +67,13 @@ cdef int fp_ring_push(fp_ring *r, const fp_cell *msg) noexcept nogil:
         seq = _seq(cell, pos & r.mask)
         dif = <int64_t>(seq - pos)
         if dif == 0:
-            if fp_cas_u64_relaxed(&r.enqueue_pos, &pos, pos + 1):
-                break
+            if claim == NULL:
+                if fp_cas_u64_relaxed(&r.enqueue_pos, &pos, pos + 1):
+                    break
+            else:
+                fp_store_u64_relaxed(claim, pos + 1)
+                if fp_cas_u64_release(&r.enqueue_pos, &pos, pos + 1):
+                    break
             # CAS failure reloaded pos; try the new position.
         elif dif < 0:
             return FP_FULL          # the cell still holds last lap's message
@@ -72,6 +85,9 @@ cdef int fp_ring_push(fp_ring *r, const fp_cell *msg) noexcept nogil:
     cell.b = msg.b
     # release: publishes the message written above to the consumer.
     _set_seq(cell, pos & r.mask, pos + 1)
+    pos_out[0] = pos
+    if claim != NULL:
+        fp_store_u64_relaxed(claim, 0)
     return FP_OK
 
 cdef int fp_ring_pop(fp_ring *r, fp_cell *out) noexcept nogil:
@@ -99,6 +115,86 @@ cdef int fp_ring_pop(fp_ring *r, fp_cell *out) noexcept nogil:
     # release: our reads of the message happen before the producer's reuse.
     _set_seq(cell, pos & r.mask, pos + r.mask + 1)
     return FP_OK
+
+# Worker processes can die at any instruction.  One that dies between
+# claiming a position and releasing (pop) or publishing (push) its cell
+# would wedge the ring: nobody else ever moves that cell on.  So a worker
+# process records each claim in its worker record before making it (the
+# claim CAS is a release, pairing with the acquire loads below), and its
+# owner, once the process is gone, finishes what it left half done.
+
+cdef int fp_ring_claim_tracked(fp_ring *r, fp_cell *out, uint64_t *claim) noexcept nogil:
+    # fp_ring_pop for a worker process: the position goes to out.seq and the
+    # cell is not released yet (the caller records what it took first, then
+    # calls fp_ring_release_cell).
+    cdef fp_cell *cells = _cells(r)
+    cdef fp_cell *cell
+    cdef uint64_t seq
+    cdef int64_t dif
+    cdef uint64_t pos = fp_load_u64_relaxed(&r.dequeue_pos)
+    while True:
+        cell = &cells[pos & r.mask]
+        seq = _seq(cell, pos & r.mask)
+        dif = <int64_t>(seq - (pos + 1))
+        if dif == 0:
+            fp_store_u64_relaxed(claim, pos + 1)
+            if fp_cas_u64_release(&r.dequeue_pos, &pos, pos + 1):
+                break
+        elif dif < 0:
+            return FP_EMPTY
+        else:
+            pos = fp_load_u64_relaxed(&r.dequeue_pos)
+    out.seq = pos
+    out.slot = cell.slot
+    out.kind = cell.kind
+    out.a = cell.a
+    out.b = cell.b
+    return FP_OK
+
+cdef void fp_ring_release_cell(fp_ring *r, uint64_t pos) noexcept nogil:
+    # release: as in fp_ring_pop.
+    _set_seq(&_cells(r)[pos & r.mask], pos & r.mask, pos + r.mask + 1)
+
+cdef int fp_ring_recover_pop(fp_ring *r, uint64_t claim, fp_cell *out) noexcept nogil:
+    """A dead consumer's claim (1 + position, from its record): finish it.
+
+    Returns 1 (the cell, claimed and never released, copied to *out, then
+    released) or 0 (no cell is held at that position).  If the record says
+    the dead worker copied the cell out, the cell was certainly its own;
+    otherwise the caller must first rule out a live consumer holding the
+    same claim."""
+    cdef uint64_t pos = claim - 1
+    cdef fp_cell *cell = &_cells(r)[pos & r.mask]
+    if claim == 0:
+        return 0
+    if fp_load_u64_acquire(&r.dequeue_pos) <= pos:
+        return 0            # its CAS never happened
+    if _seq(cell, pos & r.mask) != pos + 1:
+        return 0            # released: copied and recorded, or someone else's
+    out.seq = pos
+    out.slot = cell.slot
+    out.kind = cell.kind
+    out.a = cell.a
+    out.b = cell.b
+    fp_ring_release_cell(r, pos)
+    return 1
+
+cdef int fp_ring_recover_push(fp_ring *r, uint64_t claim, const fp_cell *msg) noexcept nogil:
+    """A dead producer's claim: if it claimed the cell and never published
+    it, publish `msg` there instead (1); else 0.  As fp_ring_recover_pop,
+    the caller rules out a live producer holding the same claim."""
+    cdef uint64_t pos = claim - 1
+    cdef fp_cell *cell = &_cells(r)[pos & r.mask]
+    if claim == 0 or fp_load_u64_acquire(&r.enqueue_pos) <= pos:
+        return 0
+    if _seq(cell, pos & r.mask) != pos:
+        return 0            # published (or long consumed)
+    cell.slot = msg.slot
+    cell.kind = msg.kind
+    cell.a = msg.a
+    cell.b = msg.b
+    _set_seq(cell, pos & r.mask, pos + 1)
+    return 1
 
 cdef bint fp_ring_empty(fp_ring *r) noexcept nogil:
     # A hint for the park/wake handshake: true when the next cell to pop has

@@ -14,7 +14,9 @@ ctypedef struct fp_ctl:
     uint64_t workers         # offset of the worker records
     uint64_t task_ring       # offset of the task ring
     uint64_t result_ring     # offset of the result ring
-    uint8_t _pad0[16]
+    uint64_t payload         # offset of the payload blocks (0: none)
+    uint32_t block_size      # bytes per payload block; one block per task slot
+    int32_t owner_pid        # the process that made the segment (workers watch it)
     uint32_t work_seq        # futex word idle workers sleep on
     uint32_t sleepers        # workers parked, or about to park
     uint32_t spinners        # workers awake and looking for work
@@ -28,21 +30,28 @@ ctypedef struct fp_ctl:
     uint32_t proxy_seq       # futex word that thread sleeps on
     uint8_t _pad3[52]
 
-# One per worker, on its own cache line: written by that worker only.
+# One per worker, on its own cache line: written by that worker only (and,
+# once a worker process is dead, read by its owner to recover what it held).
 ctypedef struct fp_worker_rec:
     uint32_t slot            # the task slot it is running, or FP_NO_SLOT
     uint32_t tasks_low       # tasks it has run (wraps), a liveness hint
     int32_t pid              # its process (0: a thread of the owner)
-    uint8_t _pad[52]
+    uint32_t leaving         # FP_LEAVE_*: why a worker process left on its own
+    uint64_t task_pos        # 1 + the task-ring position of the task in `slot`
+    uint64_t claim           # 1 + a task-ring position it is trying to pop (0: none)
+    uint64_t rclaim          # 1 + a result-ring position it is trying to push (0: none)
+    uint8_t _pad[24]
 
 cdef enum:
     FP_MAGIC = 0x46504f4f    # "FPOO"
-    FP_LAYOUT_VERSION = 2
+    FP_LAYOUT_VERSION = 3
     FP_RUNNING = 0
     FP_CLOSING = 1           # accept nothing new; finish what was accepted
     FP_TERMINATING = 2       # accept nothing new; start nothing new
     FP_STOPPING = 3          # workers leave their loop
     FP_NO_SLOT = 0xffffffff
+    FP_LEAVE_RETIRED = 1     # ran max_tasks_per_child tasks
+    FP_LEAVE_INIT_FAILED = 2 # its initializer raised
 
 cdef class Segment:
     cdef object _mapping     # an mmap (anonymous) or a SharedMemory (named)
@@ -52,6 +61,7 @@ cdef class Segment:
     cdef fp_ring *tasks
     cdef fp_ring *results
     cdef readonly object name
+    cdef readonly object payload     # a memoryview of the payload blocks, or None
     cdef object _owner_pid
 
     cdef int _map(self, object mapping) except -1

@@ -1,6 +1,6 @@
 # The shared segment (see _segment.pxd for its layout).
 #
-#   fp_ctl | fp_worker_rec x n_workers | task ring | result ring
+#   fp_ctl | fp_worker_rec x n_workers | task ring | result ring | payload blocks
 #
 # A segment is made zero-filled by the kernel, so every counter, record and
 # ring cell starts out as it should (the rings store their sequence words
@@ -16,13 +16,20 @@ import os
 cdef class Segment:
 
     @staticmethod
-    def create(uint32_t n_workers, uint64_t task_cap, uint64_t result_cap, bint named=False):
+    def create(uint32_t n_workers, uint64_t task_cap, uint64_t result_cap, bint named=False,
+               uint32_t block_size=0):
+        """A new segment; `block_size` > 0 adds one payload block per task
+        cell (a task slot's pickled task and result, see _payload.py)."""
         cdef Segment seg = Segment.__new__(Segment)
         cdef size_t workers_off = sizeof(fp_ctl)
         cdef size_t task_off = workers_off + n_workers * sizeof(fp_worker_rec)
         cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
-        cdef size_t size = result_off + fp_ring_bytes(result_cap)
+        cdef size_t payload_off = result_off + fp_ring_bytes(result_cap)
+        cdef size_t size = payload_off
         cdef uint32_t i
+        if block_size:
+            payload_off = (payload_off + 4095) & ~(<size_t>4095)   # blocks start on a page
+            size = payload_off + task_cap * block_size
         if named:
             from multiprocessing import shared_memory
             mapping = shared_memory.SharedMemory(create=True, size=size)
@@ -41,6 +48,9 @@ cdef class Segment:
         seg.ctl.workers = workers_off
         seg.ctl.task_ring = task_off
         seg.ctl.result_ring = result_off
+        seg.ctl.payload = payload_off if block_size else 0
+        seg.ctl.block_size = block_size
+        seg.ctl.owner_pid = os.getpid()
         seg._locate()
         for i in range(n_workers):
             seg.workers[i].slot = FP_NO_SLOT
@@ -51,12 +61,8 @@ cdef class Segment:
     @staticmethod
     def attach(str name):
         """Map the named segment of a pool made by another process."""
-        from multiprocessing import shared_memory
         cdef Segment seg = Segment.__new__(Segment)
-        try:
-            mapping = shared_memory.SharedMemory(name=name, track=False)
-        except TypeError:       # before 3.13: no `track`; never unlink on our behalf
-            mapping = _attach_untracked(name)
+        mapping = _attach_untracked(name)
         seg.name = name
         try:
             seg._check(mapping)
@@ -68,12 +74,12 @@ cdef class Segment:
         return seg
 
     def _check(self, mapping):
-        cdef Py_ssize_t have = mapping.size
+        cdef Py_ssize_t have = len(mapping)
         cdef const unsigned char[::1] mv
         cdef const fp_ctl *c
         if have < <Py_ssize_t>sizeof(fp_ctl):
             raise ValueError(f"{self.name!r} is not a fastpool pool (too small)")
-        mv = mapping.buf
+        mv = mapping
         c = <const fp_ctl *>&mv[0]
         if c.magic != FP_MAGIC:
             raise ValueError(f"{self.name!r} is not a fastpool pool")
@@ -82,6 +88,8 @@ cdef class Segment:
                              f"(layout {c.version}, this fastpool reads {FP_LAYOUT_VERSION})")
         if c.size > <uint64_t>have or c.result_ring + sizeof(fp_ring) > c.size:
             raise ValueError(f"{self.name!r}: its header does not fit its size")
+        if c.payload and c.payload + <uint64_t>c.block_size > c.size:
+            raise ValueError(f"{self.name!r}: its payload blocks do not fit its size")
 
     cdef int _map(self, object mapping) except -1:
         cdef unsigned char[::1] mv = mapping.buf if hasattr(mapping, "buf") else mapping
@@ -89,6 +97,28 @@ cdef class Segment:
         self.base = <char *>&mv[0]
         self.ctl = <fp_ctl *>self.base
         return 0
+
+    @property
+    def owner_pid(self):
+        return None if self.ctl == NULL else self.ctl.owner_pid
+
+    def payload_view(self):
+        """A writable memoryview of the payload blocks (None: the segment
+        has none).  Release it before close()."""
+        if self.ctl == NULL or self.ctl.payload == 0:
+            return None
+        whole = memoryview(self._mapping.buf if hasattr(self._mapping, "buf") else self._mapping)
+        view = whole[self.ctl.payload:self.ctl.size]
+        whole.release()
+        return view
+
+    @property
+    def task_capacity(self):
+        return 0 if self.tasks == NULL else self.tasks.mask + 1
+
+    @property
+    def block_size(self):
+        return 0 if self.ctl == NULL else self.ctl.block_size
 
     cdef void _locate(self) noexcept:
         # The parts, from the offsets in the header.
@@ -124,10 +154,13 @@ cdef class Segment:
 
 
 def _attach_untracked(name):
-    # Python before 3.13 registers an attached segment with the resource
-    # tracker, which would unlink it when this process exits: the segment is
-    # the owner's to remove.  Attach, then take the registration back.
-    from multiprocessing import resource_tracker, shared_memory
-    mapping = shared_memory.SharedMemory(name=name)
-    resource_tracker.unregister(mapping._name, "shared_memory")
-    return mapping
+    # Map the segment itself, not through SharedMemory: before 3.13 that
+    # registers it with the resource tracker, which worker processes share
+    # with their owner (its registration, not theirs, must stand) and which
+    # would unlink the segment when a process that attached exits.
+    import _posixshmem, mmap
+    fd = _posixshmem.shm_open("/" + name.lstrip("/"), os.O_RDWR, mode=0o600)
+    try:
+        return mmap.mmap(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)

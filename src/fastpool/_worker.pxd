@@ -5,7 +5,7 @@
 # do is declared here as hooks: running a task whose code or data it holds
 # (Python callables and objects in its task slots), and making sure a
 # dispatcher exists to complete what is published.
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, uint64_t
 
 ctypedef struct fp_hooks:
     void *owner
@@ -25,6 +25,8 @@ ctypedef struct fp_worker:
     fp_worker_rec *rec          # this worker's record in the segment
     fp_job **job_pages          # the owner's array jobs; NULL in another process
     int idx
+    bint track                  # a worker process: record every ring claim (see _ring.pyx)
+    uint64_t tasks_left         # leave after this many tasks (0: never)
     fp_hooks hooks
 
 cdef int fp_worker_loop(fp_worker *w) noexcept nogil

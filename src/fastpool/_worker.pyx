@@ -19,6 +19,20 @@ cdef inline bint _short_kind(uint32_t kind) noexcept nogil:
     # as looking for work, so a flood of them never triggers a wake-up.
     return kind == K_ADD_I64 or kind == K_ADD_F64 or kind == K_FAIL
 
+cdef inline int _take(fp_worker *w, fp_cell *c) noexcept nogil:
+    if not w.track:
+        return fp_ring_pop(w.tasks, c)
+    # A worker process: its record says what it holds at every step, so
+    # that its owner can recover the task and the cell if it dies.
+    if fp_ring_claim_tracked(w.tasks, c, &w.rec.claim) != FP_OK:
+        fp_store_u64_relaxed(&w.rec.claim, 0)
+        return FP_EMPTY
+    fp_store_u32_relaxed(&w.rec.slot, c.slot)
+    fp_store_u64_relaxed(&w.rec.task_pos, c.seq + 1)
+    fp_ring_release_cell(w.tasks, c.seq)
+    fp_store_u64_relaxed(&w.rec.claim, 0)
+    return FP_OK
+
 cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
     cdef fp_ctl *ctl = w.ctl
     cdef fp_cell c
@@ -26,7 +40,7 @@ cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
     cdef int i, rc
     cdef bint found
     while fp_load_u32_acquire(&ctl.state) < FP_TERMINATING:
-        if fp_ring_pop(w.tasks, &c) == FP_OK:
+        if _take(w, &c) == FP_OK:
             if not _short_kind(c.kind):
                 # Going off to a long task: stop counting as a searcher, and
                 # pass on what is left: a burst of submits sends one wake-up,
@@ -37,6 +51,11 @@ cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
                 if not fp_ring_empty(w.tasks):
                     fp_idle_wake(ctl)
             rc = fp_worker_run_cell(w, &c)
+            if rc == 0 and w.tasks_left and c.kind != K_FAIL:
+                w.tasks_left -= 1
+                if w.tasks_left == 0:
+                    fp_store_u32_relaxed(&w.rec.leaving, FP_LEAVE_RETIRED)
+                    rc = 2
             if rc:
                 if spinning:
                     fp_sub_u32_seq_cst(&ctl.spinners, 1)
@@ -89,7 +108,8 @@ cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
     return lost
 
 cdef void fp_worker_publish(fp_worker *w, fp_cell *r) noexcept nogil:
-    while fp_ring_push(w.results, r) != FP_OK:
+    cdef uint64_t pos
+    while fp_ring_push_pos(w.results, r, &pos, &w.rec.rclaim if w.track else NULL) != FP_OK:
         fp_yield()          # the dispatcher is mid-pop on this cell; never drop
     fp_dispatcher_notify(w.ctl)
     # The owner's dispatcher starts with the first result that no waiting
@@ -109,3 +129,62 @@ cdef void fp_worker_publish(fp_worker *w, fp_cell *r) noexcept nogil:
             return
         fp_cpu_relax()
     w.hooks.start_dispatcher(w.hooks.owner)
+
+
+# ------------------------------------------------------------ worker processes
+#
+# In a worker process the loop is the same; what the owner's hook does in a
+# thread (run Python code with the slot's objects) is done here from the
+# slot's payload block: `runner(slot, kind)` reads the task, runs it, writes
+# the result or the exception back into the block and returns the result
+# kind (R_PAYLOAD or R_PAYLOAD_ERR).  It must not raise.
+
+cdef int _process_run_held(void *owner, const fp_cell *c, fp_cell *r, int idx) noexcept nogil:
+    with gil:
+        try:
+            r.kind = (<object>owner)(c.slot, c.kind)
+            return 0
+        except BaseException:
+            # The runner reports what it can; if even that failed, this
+            # process cannot go on: it leaves, and its owner fails the task
+            # it held (its record still names it) as for any dead worker.
+            os._exit(70)
+    return 1
+
+
+# For the Python side of a worker process (fastpool.workers).
+PAYLOAD_ADD = K_ADD_PY
+PAYLOAD_PROC = K_PROC
+PAYLOAD_CALL = K_CALL
+RESULT_PAYLOAD = R_PAYLOAD
+RESULT_PAYLOAD_ERR = R_PAYLOAD_ERR
+
+
+def run_worker_process(Segment seg, int idx, runner, uint64_t max_tasks=0):
+    """The body of a worker process: attached to `seg`, run tasks until the
+    pool stops (0) or `max_tasks` have run (2)."""
+    cdef fp_worker w
+    cdef int rc
+    if seg.ctl == NULL or not 0 <= idx < <int>seg.ctl.n_workers:
+        raise ValueError(f"no worker {idx} in this segment")
+    memset(&w, 0, sizeof(w))
+    w.ctl = seg.ctl
+    w.tasks = seg.tasks
+    w.results = seg.results
+    w.rec = &seg.workers[idx]
+    w.idx = idx
+    w.track = True
+    w.tasks_left = max_tasks
+    w.hooks.owner = <void *>runner
+    w.hooks.run_held = _process_run_held
+    w.hooks.dispatcher_started = NULL    # the owner keeps one running
+    w.rec.pid = os.getpid()
+    with nogil:
+        rc = fp_worker_loop(&w)
+    return rc
+
+
+def _leave_init_failed(Segment seg, int idx):
+    """A worker process whose initializer raised says so before it exits."""
+    if seg.ctl != NULL and 0 <= idx < <int>seg.ctl.n_workers:
+        fp_store_u32_relaxed(&seg.workers[idx].leaving, FP_LEAVE_INIT_FAILED)

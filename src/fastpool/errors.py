@@ -1,4 +1,5 @@
 """The exceptions fastpool raises or hands to callbacks and futures."""
+from concurrent.futures import BrokenExecutor as _BrokenExecutor
 from concurrent.futures import TimeoutError as _FutureTimeoutError
 
 # concurrent.futures.TimeoutError is the builtin TimeoutError from Python 3.11
@@ -14,8 +15,11 @@ class PoolClosedError(RuntimeError):
     the tasks that had not started."""
 
 
-class WorkerExitedError(RuntimeError):
-    """The worker running the task was lost (its `__cause__` says why)."""
+class WorkerExitedError(_BrokenExecutor):
+    """The worker running the task was lost: a thread that raised a
+    BaseException (its `__cause__`), or a worker process that died (the
+    message names its exit code or signal).  A worker process's is also a
+    `concurrent.futures.process.BrokenProcessPool`."""
 
 
 class TaskTimeoutError(*_TIMEOUT_BASES):

@@ -18,6 +18,7 @@ from fastpool import _future, kernels
 from fastpool._core import Core
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, WorkerExitedError
+from fastpool.workers import ProcessWorkers, ThreadWorkers
 
 TYPE_CHECKING = False   # typing costs milliseconds to import; annotations are strings
 if TYPE_CHECKING:
@@ -30,6 +31,10 @@ logger = logging.getLogger("fastpool")
 EVENTS = ("error", "spawn", "exit")
 MAX_WORKERS = 4096          # checked before anything is allocated
 MAX_RING_SIZE = 1 << 20     # 32 MiB of task cells; more waits in the FIFO anyway
+PROCESS_RING_SIZE = 256     # a process pool's default: a payload block per cell
+BLOCK_SIZE = 1 << 16        # bytes per payload block; bigger payloads go to one-off segments
+WORKER_KINDS = ("thread", "process")
+LEAVE_RETIRED, LEAVE_INIT_FAILED = 1, 2     # why a worker process left (as _segment.pxd)
 
 # The pool's states, as the native core numbers them.
 RUNNING, CLOSING, TERMINATING, STOPPED = 0, 1, 2, 3
@@ -80,6 +85,26 @@ def _usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _mp_context(start_method: Any) -> Any:
+    """A multiprocessing context from a start method's name, a context, or None (the default)."""
+    from fastpool.workers import default_context
+
+    if start_method is None:
+        return default_context()
+    if isinstance(start_method, str):
+        import multiprocessing
+
+        try:
+            return multiprocessing.get_context(start_method)
+        except ValueError:
+            raise ValueError(f"unknown start method {start_method!r}; expected one of "
+                             f"{', '.join(multiprocessing.get_all_start_methods())}") from None
+    if not hasattr(start_method, "Process"):
+        raise TypeError(f"start_method must be a name or a multiprocessing context, "
+                        f"not {type(start_method).__name__}")
+    return start_method
+
+
 def _check_count(name: str, value: Any, most: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -97,7 +122,10 @@ class _PoolBase(Core, Executor):
     _dispatch_in_closer = False     # no dispatcher thread could start (see _exiting)
 
     def _start(self, num_threads: int, processor: Any, ring_size: int,
-               worker_names: list[str], lazy: bool = False) -> None:
+               worker_names: list[str], lazy: bool = False, procs: dict | None = None) -> None:
+        """`procs`: the workers are processes, started with these keyword
+        arguments of ProcessWorkers (mp_context, initializer, initargs,
+        max_tasks); None: threads."""
         if isinstance(ring_size, bool) or not isinstance(ring_size, int):
             raise TypeError(f"ring_size must be an int, not {type(ring_size).__name__}")
         if ring_size < 2 or ring_size & (ring_size - 1):
@@ -108,7 +136,13 @@ class _PoolBase(Core, Executor):
         self._worker_names = worker_names
         self._workers: list[threading.Thread | None] = [None] * num_threads
         self._state_lock = threading.Lock()   # thread start/replace, not the hot path
-        self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture)
+        self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture,
+                        False, BLOCK_SIZE if procs is not None else 0)
+        if procs is None:
+            self._kind: ThreadWorkers | ProcessWorkers = ThreadWorkers(self)
+        else:
+            self._spill_prefix = self._payload_prefix()
+            self._kind = ProcessWorkers(self, processor=self.processor, **procs)
         # Threads start when there is work for them: workers one by one as
         # tasks arrive and none is idle (WorkerPool; the executor has its
         # own rule), the dispatcher with the first result that no waiting
@@ -127,6 +161,8 @@ class _PoolBase(Core, Executor):
         self._dispatcher_lock = threading.Lock()
         self._dispatcher = None
         self._workers = [None] * len(self._workers)
+        if isinstance(self._kind, ProcessWorkers):
+            self._kind.forget_after_fork()
         self._stopped.set()
 
     # ----------------------------------------------------------- threads
@@ -134,7 +170,10 @@ class _PoolBase(Core, Executor):
     def _grow(self, wanted: int) -> None:
         # From the submit path, while fewer than num_threads workers exist:
         # start one unless enough idle ones are there to take what waits.
-        if self._idle_workers() > self._tasks_waiting():
+        # Worker processes take milliseconds to start: all of them at once.
+        if self.procs:
+            wanted = self.n_workers
+        elif self._idle_workers() > self._tasks_waiting():
             return
         with self._state_lock:
             try:
@@ -181,11 +220,11 @@ class _PoolBase(Core, Executor):
     # ----------------------------------------------------------- threads
 
     def _spawn(self, idx: int) -> None:
-        t = threading.Thread(target=self._worker_body, args=(idx,), name=self._worker_names[idx])
-        self._workers[idx] = t
+        if self.procs and not self._dispatcher_started:
+            self._ensure_dispatcher()   # worker processes cannot start it
         n_spawned, self.n_spawned = self.n_spawned, max(self.n_spawned, idx + 1)
         try:
-            t.start()
+            t = self._kind.start(idx, self._worker_names[idx])
         except BaseException:
             self._workers[idx] = None
             self.n_spawned = n_spawned
@@ -209,16 +248,53 @@ class _PoolBase(Core, Executor):
         if self.state in (RUNNING, CLOSING):   # keep the pool's size
             self._spawn(idx)
 
+    def _worker_died_error(self, idx: int, status: int | None, held: bool) -> BaseException:
+        old = self._workers[idx]
+        name = old.name if old is not None else self._worker_names[idx]
+        err = ProcessWorkers.died_error(name, status)
+        if not held:
+            err.args = (err.args[0].replace("while running this task", "while idle"),)
+        return err
+
+    def _on_process_exit(self, idx: int, status: int | None, leaving: int,
+                         err: BaseException, held: bool) -> None:
+        # Dispatcher thread: worker process idx is gone; the task it held,
+        # if any, has been failed with err.
+        old, self._workers[idx] = self._workers[idx], None
+        name = old.name if old is not None else self._worker_names[idx]
+        if leaving == LEAVE_INIT_FAILED:
+            self._emit("exit", name, None)
+            self._initializer_failed()
+            return
+        if leaving == LEAVE_RETIRED:
+            self._emit("exit", name, None)
+        else:
+            self._emit("exit", name, err)
+            self._emit_error(err)
+        if self.state in (RUNNING, CLOSING):   # keep the pool's size
+            try:
+                with self._state_lock:
+                    if self._workers[idx] is None:
+                        self._spawn(idx)
+            except Exception as e:
+                self._emit_error(e)
+                if not any(self._workers):
+                    raise       # nothing left to run the accepted tasks: the pool breaks
+
     def _initializer_failed(self) -> None:
         pass
 
     def _join_workers(self) -> None:
         # Dispatcher thread, after workers were told to stop.
+        kind = self._kind
+        kind.quiesce()
+        terminating = self.state == TERMINATING
         for i, t in enumerate(self._workers):
             if t is not None:
-                t.join()
+                kind.join(t, terminating)
                 self._workers[i] = None     # one "exit" per worker, even if lost meanwhile
                 self._emit("exit", t.name, None)
+        kind.stop()
 
     # ------------------------------------------------------------ events
 
@@ -350,8 +426,9 @@ class _PoolBase(Core, Executor):
 
     def _map_helpers(self) -> int:
         """How many workers may help with a native map: the calling thread
-        works too, so one CPU fewer than this process may use."""
-        return min(self.n_workers, _usable_cpus() - 1)
+        works too, so one CPU fewer than this process may use.  (Worker
+        processes cannot read this process's items.)"""
+        return 0 if self.procs else min(self.n_workers, _usable_cpus() - 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Executor.shutdown: close, optionally cancelling pending futures."""
@@ -372,13 +449,21 @@ class _PoolBase(Core, Executor):
 
 
 class WorkerPool(_PoolBase):
-    """A fixed set of worker threads running tasks from a FIFO.
+    """A fixed set of workers running tasks from a FIFO: the Node.js WorkerPool.
 
     `processor` is what a worker does with a task: None for the native add
-    kernel (`fastpool.kernels.add`), or any callable f(task) -> result, run
-    with the GIL held for the call.  `ring_size` is how many tasks can be in
-    the native rings at once (rounded up to fit one per worker); the rest
-    wait in a FIFO, so `run_task` never blocks.
+    kernel (`fastpool.kernels.add`), or any callable f(task) -> result.
+    `workers="thread"` (the default) runs it in threads of this process,
+    native kernels without the GIL, Python code with it.  `workers="process"`
+    runs it in worker processes (started with `start_method`: None for
+    forkserver where it exists, else spawn; or "fork", "spawn", or a
+    multiprocessing context), so Python code runs in parallel and a worker
+    that crashes costs only the task it held (WorkerExitedError); the
+    processor and the tasks' functions travel by reference, tasks and
+    results pickled through shared memory.  `ring_size` is how many tasks
+    can be in the native rings at once (rounded up to fit one per worker;
+    65536 for threads, 256 for processes by default); the rest wait in a
+    FIFO, so `run_task` never blocks.
 
     Callbacks run one at a time on the thread that completes tasks.  One
     that waits for another task of the pool (`pool.run(t).result()`,
@@ -389,15 +474,29 @@ class WorkerPool(_PoolBase):
     """
 
     def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,
-                 *, ring_size: int = 65536) -> None:
+                 *, workers: str = "thread", start_method: Any = None,
+                 ring_size: int | None = None) -> None:
         if num_threads is None:
             num_threads = os.cpu_count() or 1
         _check_count("num_threads", num_threads, MAX_WORKERS)
         if processor is not None and not callable(processor):
             raise TypeError(f"processor must be callable or None, not {type(processor).__name__}")
+        if workers not in WORKER_KINDS:
+            raise ValueError(f"workers must be 'thread' or 'process', got {workers!r}")
+        procs = None
+        if workers == "process":
+            procs = dict(ctx=_mp_context(start_method), initializer=None, initargs=(), max_tasks=None)
+        elif start_method is not None:
+            raise ValueError("start_method is for workers='process'")
+        if ring_size is None:
+            ring_size = 65536 if procs is None else PROCESS_RING_SIZE
         pid = next(_pool_ids)
         names = [f"fastpool-worker-{pid}-{i}" for i in range(num_threads)]
-        self._start(num_threads, processor, ring_size, names)
+        self._start(num_threads, processor, ring_size, names, procs=procs)
+        if procs is not None:
+            with self._state_lock:      # a fixed set, started now
+                for i in range(num_threads):
+                    self._spawn(i)
 
     @property
     def num_threads(self) -> int:
@@ -405,4 +504,5 @@ class WorkerPool(_PoolBase):
 
     def __repr__(self) -> str:
         state = ("running", "closing", "terminating", "closed")[min(self.state, STOPPED)]
-        return f"<fastpool.WorkerPool {state} num_threads={self.num_threads}>"
+        kind = " workers='process'" if self.procs else ""
+        return f"<fastpool.WorkerPool {state} num_threads={self.num_threads}{kind}>"

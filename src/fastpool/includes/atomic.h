@@ -37,6 +37,13 @@ static inline int fp_cas_u64_relaxed(uint64_t *p, uint64_t *expected, uint64_t d
     return __atomic_compare_exchange_n(p, expected, desired, 1 /* weak */,
                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
+/* A worker process's claim: release, so that whoever sees the position
+ * move past p (acquire) also sees the claim it recorded before. */
+static inline int fp_cas_u64_release(uint64_t *p, uint64_t *expected, uint64_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 1 /* weak */,
+                                       __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+}
+static inline void fp_store_u64_relaxed(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELAXED); }
 
 /* Counters used in the sleep/wake handshake are seq_cst: the waker's
  * "publish work, then read the sleeper count" and the sleeper's "raise the

@@ -11,6 +11,8 @@ cdef extern from "atomic.h" nogil:
     void fp_store_u32_release(uint32_t *p, uint32_t v)
     void fp_store_u32_seq_cst(uint32_t *p, uint32_t v)
     bint fp_cas_u64_relaxed(uint64_t *p, uint64_t *expected, uint64_t desired)
+    bint fp_cas_u64_release(uint64_t *p, uint64_t *expected, uint64_t desired)
+    void fp_store_u64_relaxed(uint64_t *p, uint64_t v)
     uint32_t fp_add_u32_seq_cst(uint32_t *p, uint32_t v)
     uint32_t fp_sub_u32_seq_cst(uint32_t *p, uint32_t v)
     uint32_t fp_xchg_u32_seq_cst(uint32_t *p, uint32_t v)

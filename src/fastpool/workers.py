@@ -1,0 +1,320 @@
+"""Worker kinds: how a pool's workers are started, watched and replaced.
+
+The engine (fastpool._core) does not know what a worker is: it publishes
+task cells in the shared segment and completes the result cells that come
+back.  A worker kind starts worker `idx` (which then runs the native worker
+loop on the segment), tells the engine when one is gone, and joins them at
+the end.  Threads run the loop in this process; processes attach to the
+segment by name.  Another kind (workers on other machines, say) would be
+one more class with the same four methods.
+
+    start(idx, name) -> handle    the handle (.name, .join()) goes into pool._workers[idx]
+                                  before the worker starts, so that it is there
+                                  before anything can report the worker gone
+    join(handle, terminating)     wait for a worker that was told to stop
+    quiesce()                     the pool is stopping: exits are expected now
+    stop()                        after the last join: let go of what watches them
+"""
+from __future__ import annotations
+
+import os
+import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+__all__ = ["ThreadWorkers", "ProcessWorkers"]
+
+TERMINATE_GRACE = 0.2    # seconds a terminating pool's worker process has to stop before it is killed
+
+
+class ThreadWorkers:
+    """Workers are threads of this process, running the loop without the GIL."""
+
+    kind = "thread"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    def start(self, idx: int, name: str) -> threading.Thread:
+        t = threading.Thread(target=self._pool._worker_body, args=(idx,), name=name)
+        self._pool._workers[idx] = t
+        t.start()
+        return t
+
+    def join(self, handle: threading.Thread, terminating: bool) -> None:
+        handle.join()       # a thread cannot be stopped from outside
+
+    def quiesce(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def default_context():
+    """forkserver where it exists, else spawn (as the stdlib's process pool on 3.14)."""
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+class ProcessWorkers:
+    """Workers are processes attached to the pool's named segment.
+
+    One thread of this process (the watcher) blocks on the processes'
+    sentinels; when one exits, it finishes whatever ring operation the dead
+    worker was in the middle of and posts a death notice to the result ring,
+    after everything that worker published.  The dispatcher then fails the
+    task it held, reports it, and starts a replacement.
+    """
+
+    kind = "process"
+
+    def __init__(self, pool: Any, ctx: Any, processor: Any, initializer: Any, initargs: tuple,
+                 max_tasks: int | None) -> None:
+        self._pool = pool
+        self._ctx = ctx if ctx is not None else default_context()
+        self._processor = processor
+        self._initializer = initializer
+        self._initargs = initargs
+        self._max_tasks = max_tasks or 0
+        self._lock = threading.Lock()
+        self._procs: dict[int, Any] = {}      # idx -> the live Process
+        self._stopping = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._watcher: threading.Thread | None = None
+
+    def start(self, idx: int, name: str) -> Any:
+        pool = self._pool
+        p = self._ctx.Process(
+            target=_process_main, name=name,
+            args=(pool.shm_name, idx, self._processor, self._initializer, self._initargs,
+                  self._max_tasks, pool._spill_prefix, os.getpid()))
+        pool._workers[idx] = p
+        p.start()
+        with self._lock:
+            self._procs[idx] = p
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch, name="fastpool-watcher",
+                                                 daemon=True)
+                self._watcher.start()
+        os.write(self._wake_w, b"\0")     # watch its sentinel too
+        return p
+
+    def _watch(self) -> None:
+        from multiprocessing.connection import wait
+
+        while True:
+            with self._lock:
+                if self._stopping and not self._procs:
+                    return
+                watched = {p.sentinel: (idx, p) for idx, p in self._procs.items()}
+            for ready in wait([self._wake_r, *watched]):
+                if ready == self._wake_r:
+                    os.read(self._wake_r, 4096)
+                    continue
+                idx, p = watched[ready]
+                p.join()
+                with self._lock:
+                    if self._procs.get(idx) is p:
+                        del self._procs[idx]
+                    live = list(self._procs)
+                    expected = self._stopping
+                if not expected:
+                    self._pool._worker_process_gone(idx, p.exitcode, live)
+
+    def join(self, handle: Any, terminating: bool) -> None:
+        # Workers leave their loop once the pool stops; one running a task
+        # of a terminating pool is killed after a short grace (its task
+        # then fails with PoolClosedError).
+        handle.join(TERMINATE_GRACE if terminating else None)
+        if handle.exitcode is None:
+            handle.kill()
+            handle.join()
+
+    def quiesce(self) -> None:
+        with self._lock:
+            self._stopping = True
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._procs.clear()
+            watcher = self._watcher
+        os.write(self._wake_w, b"\0")
+        if watcher is not None:
+            watcher.join()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def forget_after_fork(self) -> None:
+        # A forked child's copy: the parent's processes are not its children.
+        self._procs = {}
+        self._watcher = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def died_error(name: str, status: int | None) -> BaseException:
+        if status is None:
+            how = "exited"
+        elif status < 0:
+            import signal
+
+            try:
+                how = f"was killed by {signal.Signals(-status).name}"
+            except ValueError:
+                how = f"was killed by signal {-status}"
+        else:
+            how = f"exited with code {status}"
+        return _process_exited_error_type()(f"worker process {name} {how} while running this task")
+
+
+_exited_type = None
+
+
+def _process_exited_error_type() -> type:
+    # WorkerExitedError that is also the stdlib's BrokenProcessPool; made on
+    # first use, since concurrent.futures.process imports multiprocessing.
+    global _exited_type
+    if _exited_type is None:
+        from concurrent.futures.process import BrokenProcessPool
+
+        from fastpool.errors import WorkerExitedError
+
+        class ProcessExitedError(WorkerExitedError, BrokenProcessPool):
+            """A worker process died while running the task."""
+
+        ProcessExitedError.__module__ = "fastpool.errors"
+        _exited_type = ProcessExitedError
+    return _exited_type
+
+
+# ------------------------------------------------------- in the worker process
+
+def _process_main(name: str, idx: int, processor: Any, initializer: Any, initargs: tuple,
+                  max_tasks: int, spill_prefix: str, owner_pid: int) -> None:
+    """A worker process: attach to the pool's segment and run its tasks."""
+    from fastpool import _core
+    from fastpool._payload import PayloadArea
+
+    threading.Thread(target=_watch_owner, args=(owner_pid, name, spill_prefix),
+                     name="fastpool-owner-watch", daemon=True).start()
+    seg = _core.Segment.attach(name)
+    area = None
+    try:
+        if initializer is not None:
+            try:
+                initializer(*initargs)
+            except BaseException:
+                from concurrent.futures import _base
+
+                _base.LOGGER.critical("Exception in initializer:", exc_info=True)
+                _core._leave_init_failed(seg, idx)
+                return
+        area = PayloadArea(seg.payload_view(), seg.task_capacity, seg.block_size,
+                           spill_prefix=spill_prefix)
+        _core.run_worker_process(seg, idx, _Runner(area, processor), max_tasks)
+    finally:
+        if area is not None:
+            area.close()
+        seg.close()
+
+
+class _Runner:
+    """Runs one task from its payload block; writes back its result or exception."""
+
+    def __init__(self, area: Any, processor: Any) -> None:
+        from concurrent.futures.process import _ExceptionWithTraceback
+
+        from fastpool import _core
+
+        self.area = area
+        self.processor = processor
+        self.wrap = _ExceptionWithTraceback
+        self.kinds = (_core.PAYLOAD_ADD, _core.PAYLOAD_PROC, _core.PAYLOAD_CALL)
+        self.ok, self.failed = _core.RESULT_PAYLOAD, _core.RESULT_PAYLOAD_ERR
+
+    def __call__(self, slot: int, kind: int) -> int:
+        area = self.area
+        add, proc, call = self.kinds
+        try:
+            task = area.read(slot, copy=False)
+            if kind == call:
+                fn, args, kwargs = task
+                task = None
+                result = fn(*args, **kwargs)
+            elif kind == proc:
+                result = self.processor(task)
+            else:
+                a, b = task
+                result = a + b
+        except BaseException as e:
+            task = result = None
+            return self._error(slot, e)
+        task = None
+        try:
+            area.write(slot, result)
+            return self.ok
+        except BaseException as e:      # the result does not pickle
+            result = None
+            return self._error(slot, e)
+
+    def _error(self, slot: int, exc: BaseException) -> int:
+        try:
+            self.area.write(slot, self.wrap(exc, exc.__traceback__))
+        except BaseException as e:      # the exception itself does not pickle
+            self.area.write(slot, self.wrap(e, e.__traceback__))
+        return self.failed
+
+
+def _watch_owner(owner_pid: int, name: str, spill_prefix: str) -> None:
+    """A worker process's guard: when the pool's owner is gone (even killed
+    with SIGKILL, so it could not close its pool), remove the segment and
+    the pool's one-off payload segments, and exit."""
+    import select
+
+    try:
+        fd = os.pidfd_open(owner_pid)
+    except ProcessLookupError:
+        fd = None                   # gone already
+    except (AttributeError, OSError):
+        fd = -1                     # no pidfds here: look once a second
+    if fd is not None and fd >= 0:
+        select.select([fd], [], [])
+    elif fd == -1:
+        import time
+
+        while _alive(owner_pid):
+            time.sleep(1.0)
+    _remove_segments(name, spill_prefix)
+    os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _remove_segments(name: str, spill_prefix: str) -> None:
+    try:
+        import _posixshmem
+    except ImportError:
+        return
+    names = [name]
+    try:
+        names += [n for n in os.listdir("/dev/shm") if n.startswith(spill_prefix + "-")]
+    except OSError:
+        pass
+    for n in names:
+        try:
+            _posixshmem.shm_unlink("/" + n.lstrip("/"))
+        except OSError:
+            pass
