@@ -107,13 +107,33 @@ def open_fds() -> dict[int, str]:
     return fds
 
 
+def child_processes() -> dict[int, str]:
+    """pid -> state letter ("Z": a zombie) of this process's children."""
+    me = os.getpid()
+    children = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue        # gone meanwhile
+        fields = stat[stat.rfind(")") + 2:].split()
+        if int(fields[1]) == me:
+            children[int(name)] = fields[0]
+    return children
+
+
 class Snapshot:
-    """Threads, fds and /dev/shm entries at one moment; ``leaks_since`` diffs two."""
+    """Threads, fds, child processes and /dev/shm entries at one moment;
+    ``leaks_since`` diffs two."""
 
     def __init__(self) -> None:
         self.threads = set(threading.enumerate())
         self.fds = open_fds()
         self.shm = shm_entries()
+        self.children = child_processes()
 
     def leaks_since(self, before: "Snapshot") -> list[str]:
         problems = []
@@ -127,6 +147,9 @@ class Snapshot:
         }
         if fds:
             problems.append(f"file descriptors left open: {fds}")
+        children = {pid: state for pid, state in self.children.items() if pid not in before.children}
+        if children:
+            problems.append(f"child processes left behind (pid: state): {children}")
         shm = new_shm_entries(before.shm) if self.shm - before.shm else set()
         if shm:
             problems.append(f"/dev/shm entries left behind: {sorted(shm)}")

@@ -30,10 +30,14 @@ def _process_wide_singletons():
     check looks: multiprocessing's resource tracker (a child process plus a pipe
     fd), which multiprocessing.shared_memory starts on first use."""
     try:
-        from multiprocessing import resource_tracker
+        from multiprocessing import forkserver, resource_tracker
     except ImportError:
         return
+    from fastpool.workers import default_context
+
     resource_tracker.ensure_running()
+    default_context()               # what fastpool's default fork server preloads
+    forkserver.ensure_running()
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,8 @@ __all__ = [
     "WorkerExitedError",
     "TaskTimeoutError",
     "BrokenThreadPool",
+    "ProcessPoolExecutor",
+    "BrokenProcessPool",
     "kernels",
 ]
 __version__ = "0.1.0"
@@ -30,8 +32,13 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # The executor drop-in pulls in concurrent.futures.thread: load it only
     # for those who use it, so `import fastpool` stays cheap.
-    if name in ("ThreadPoolExecutor", "BrokenThreadPool"):
+    if name in ("ThreadPoolExecutor", "BrokenThreadPool", "ProcessPoolExecutor"):
         from fastpool import executor
 
         return getattr(executor, name)
+    if name == "BrokenProcessPool":
+        # concurrent.futures.process imports multiprocessing: only on demand.
+        from concurrent.futures.process import BrokenProcessPool
+
+        return BrokenProcessPool
     raise AttributeError(f"module 'fastpool' has no attribute {name!r}")

@@ -133,6 +133,16 @@ cdef class Core:
         self.results = self.seg.results
         self.state = FP_RUNNING
 
+    def _inject_fault(self, str point, uint32_t after=1):
+        """Tests: the `after`-th time a worker process reaches `point`
+        ("claim", "publish" or "run"), it dies there (exit status 86)."""
+        cdef uint32_t code = {"claim": FP_FAULT_CLAIM, "publish": FP_FAULT_PUBLISH,
+                              "run": FP_FAULT_RUN}[point]
+        if self.ctl == NULL or not self.procs:
+            raise ValueError("fault points are for worker processes of an open pool")
+        fp_store_u32_seq_cst(&self.ctl.fault_after, after)
+        fp_store_u32_seq_cst(&self.ctl.fault_point, code)
+
     def _payload_prefix(self):
         return None if self.area is None else self.area.spill_prefix
 

@@ -23,6 +23,25 @@
 # stored, so another process can map the same block at another address.
 from libc.string cimport memset
 
+cdef extern from "unistd.h" nogil:
+    void _exit(int status)
+
+# Fault points, for the crash tests: a worker process can be made to die at
+# a chosen step (see Core._inject_fault).  fp_fault is NULL except in a
+# worker process, where it points at its segment's fault words.
+cdef enum:
+    FP_FAULT_CLAIM = 1       # holding a task cell it claimed, not yet released
+    FP_FAULT_PUBLISH = 2     # holding a result cell it claimed, not yet published
+    FP_FAULT_RUN = 3         # holding a task, before running it
+    FP_FAULT_EXIT = 86       # the exit status of such a death
+
+cdef uint32_t *fp_fault = NULL
+
+cdef inline void fp_fault_point(uint32_t point) noexcept nogil:
+    if (fp_fault != NULL and fp_load_u32_relaxed(&fp_fault[0]) == point
+            and fp_sub_u32_seq_cst(&fp_fault[1], 1) == 0):
+        _exit(FP_FAULT_EXIT)
+
 cdef inline fp_cell *_cells(fp_ring *r) noexcept nogil:
     return <fp_cell *>((<char *>r) + r.cells_offset)
 
@@ -73,6 +92,7 @@ cdef int fp_ring_push_pos(fp_ring *r, const fp_cell *msg, uint64_t *pos_out,
             else:
                 fp_store_u64_relaxed(claim, pos + 1)
                 if fp_cas_u64_release(&r.enqueue_pos, &pos, pos + 1):
+                    fp_fault_point(FP_FAULT_PUBLISH)
                     break
             # CAS failure reloaded pos; try the new position.
         elif dif < 0:

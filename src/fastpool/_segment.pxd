@@ -28,7 +28,9 @@ ctypedef struct fp_ctl:
     uint32_t disp_token      # who completes results: 0 free, 1 held, 2 held and wanted
     uint32_t proxy           # a thread waiting on a future holds the token and sleeps
     uint32_t proxy_seq       # futex word that thread sleeps on
-    uint8_t _pad3[52]
+    uint32_t fault_point     # tests: FP_FAULT_* where a worker process dies ...
+    uint32_t fault_after     # ... the time it gets there after this many more
+    uint8_t _pad3[44]
 
 # One per worker, on its own cache line: written by that worker only (and,
 # once a worker process is dead, read by its owner to recover what it held).

@@ -27,10 +27,12 @@ cdef inline int _take(fp_worker *w, fp_cell *c) noexcept nogil:
     if fp_ring_claim_tracked(w.tasks, c, &w.rec.claim) != FP_OK:
         fp_store_u64_relaxed(&w.rec.claim, 0)
         return FP_EMPTY
+    fp_fault_point(FP_FAULT_CLAIM)
     fp_store_u32_relaxed(&w.rec.slot, c.slot)
     fp_store_u64_relaxed(&w.rec.task_pos, c.seq + 1)
     fp_ring_release_cell(w.tasks, c.seq)
     fp_store_u64_relaxed(&w.rec.claim, 0)
+    fp_fault_point(FP_FAULT_RUN)
     return FP_OK
 
 cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
@@ -179,6 +181,8 @@ def run_worker_process(Segment seg, int idx, runner, uint64_t max_tasks=0):
     w.hooks.run_held = _process_run_held
     w.hooks.dispatcher_started = NULL    # the owner keeps one running
     w.rec.pid = os.getpid()
+    global fp_fault
+    fp_fault = &seg.ctl.fault_point
     with nogil:
         rc = fp_worker_loop(&w)
     return rc

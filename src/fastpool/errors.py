@@ -24,3 +24,13 @@ class WorkerExitedError(_BrokenExecutor):
 
 class TaskTimeoutError(*_TIMEOUT_BASES):
     """A task did not complete within its timeout."""
+
+
+def __getattr__(name: str):
+    # A worker process's WorkerExitedError is also the stdlib's
+    # BrokenProcessPool, whose module imports multiprocessing: made on demand.
+    if name == "ProcessExitedError":
+        from fastpool.workers import _process_exited_error_type
+
+        return _process_exited_error_type()
+    raise AttributeError(f"module 'fastpool.errors' has no attribute {name!r}")

@@ -1,10 +1,11 @@
-"""fastpool.ThreadPoolExecutor: concurrent.futures.ThreadPoolExecutor's
-interface and semantics on fastpool's native core.
+"""fastpool.ThreadPoolExecutor and fastpool.ProcessPoolExecutor: the
+interfaces and semantics of concurrent.futures' executors on fastpool's
+native core.
 
-The executor is a thin facade over a private pool (`_ExecutorPool`).  The
-pool's threads hold the pool, never the facade, so an executor that is
+Each executor is a thin facade over a private pool (`_ExecutorPool`).  The
+pool's workers hold the pool, never the facade, so an executor that is
 dropped without shutdown() is collected, and then finishes what it accepted
-and stops its threads, as the standard library's does.
+and stops its workers, as the standard library's does.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError
 from fastpool.pool import MAX_WORKERS, _PoolBase
 
-__all__ = ["ThreadPoolExecutor", "BrokenThreadPool"]
+__all__ = ["ThreadPoolExecutor", "BrokenThreadPool", "ProcessPoolExecutor"]
 
 BrokenThreadPool = _stdlib_thread.BrokenThreadPool
 _AFTER_SHUTDOWN = "cannot schedule new futures after shutdown"
@@ -36,12 +37,19 @@ class _ExecutorPool(_PoolBase):
     _lose_on_base_exception = False
 
     def __init__(self, num_threads: int, names: list[str],
-                 initializer: Callable[..., Any] | None, initargs: tuple) -> None:
-        self._initializer = initializer
+                 initializer: Callable[..., Any] | None, initargs: tuple,
+                 procs: dict | None = None) -> None:
+        self._initializer = initializer if procs is None else None  # a process runs its own
         self._initargs = initargs
         self._broken: str | bool = False
         self._threads: set = set()      # every thread started, as the stdlib keeps it
-        self._start(num_threads, None, 1024, names, lazy=True)
+        if procs is None:
+            self._start(num_threads, None, 1024, names, lazy=True)
+        else:
+            # Futures are running once in the ring (as the stdlib's once in
+            # its call queue): a small ring keeps the rest cancellable.
+            ring = 1 << max(3, (2 * num_threads).bit_length())
+            self._start(num_threads, None, ring, names, procs=procs)
 
     def _spawn(self, idx: int) -> None:
         super()._spawn(idx)
@@ -89,8 +97,17 @@ class _ExecutorPool(_PoolBase):
 
     def _initializer_failed(self) -> None:
         # Dispatcher thread: the pool is broken; fail what has not started.
-        self._broken = "A thread initializer failed, the thread pool is not usable anymore"
-        self._fail_unstarted(lambda: BrokenThreadPool(self._broken))
+        if self._broken:
+            return
+        if self.procs:
+            from concurrent.futures.process import BrokenProcessPool as broken
+
+            self._broken = ("A child process terminated abruptly, the process pool is not "
+                            "usable anymore")
+        else:
+            broken = BrokenThreadPool
+            self._broken = "A thread initializer failed, the thread pool is not usable anymore"
+        self._fail_unstarted(lambda: broken(self._broken))
 
 
 class ThreadPoolExecutor(Executor):
@@ -191,5 +208,114 @@ class ThreadPoolExecutor(Executor):
     def terminate(self) -> None:
         """Start nothing new: futures that have not started fail with
         PoolClosedError.  Returns once nothing will run any more."""
+        self._shutdown = True
+        self._pool.terminate()
+
+
+class ProcessPoolExecutor(Executor):
+    """Drop-in for `concurrent.futures.ProcessPoolExecutor`.
+
+    Worker processes (started with `mp_context`: by default forkserver
+    where it exists, else spawn) attach to the pool's shared-memory segment;
+    functions travel by reference and arguments and results pickled
+    (protocol 5) through it, large buffers out of band.  All `max_workers`
+    processes start with the first submit.  `initializer(*initargs)` runs
+    first in each; one that raises breaks the pool (`BrokenProcessPool`).
+    `max_tasks_per_child`: a worker process is replaced after that many
+    tasks.
+
+    Unlike the stdlib's, a worker process that dies (a signal, `os._exit`,
+    a segfault) does not break the pool: only the future it was running
+    fails, with `fastpool.WorkerExitedError`, which is also a
+    `BrokenProcessPool`; a replacement starts and the pool stays usable.
+    """
+
+    _counter = itertools.count().__next__
+
+    def __init__(self, max_workers: int | None = None, mp_context: Any = None,
+                 initializer: Callable[..., Any] | None = None, initargs: tuple = (), *,
+                 max_tasks_per_child: int | None = None) -> None:
+        from fastpool.pool import _mp_context
+
+        if max_workers is None:
+            max_workers = _process_cpu_count() or 1
+        elif isinstance(max_workers, bool) or not isinstance(max_workers, int):
+            raise TypeError(f"max_workers must be an int, not {type(max_workers).__name__}")
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if max_workers > MAX_WORKERS:
+            raise ValueError(f"max_workers must be <= {MAX_WORKERS}, got {max_workers!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        ctx = _mp_context(mp_context)
+        if max_tasks_per_child is not None:
+            if isinstance(max_tasks_per_child, bool) or not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+            if ctx.get_start_method(allow_none=False) == "fork":
+                raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
+                                 "multiprocessing start method; supply a different mp_context.")
+        self._max_workers = max_workers
+        self._mp_context = ctx
+        self._initializer = initializer
+        self._initargs = initargs
+        self._max_tasks_per_child = max_tasks_per_child
+        self._shutdown = False
+        prefix = f"ProcessPoolExecutor-{self._counter()}"
+        names = [f"{prefix}_{i}" for i in range(max_workers)]
+        self._pool = pool = _ExecutorPool(
+            max_workers, names, initializer, initargs,
+            procs=dict(ctx=ctx, initializer=initializer, initargs=initargs,
+                       max_tasks=max_tasks_per_child))
+        weakref.finalize(self, pool._dropped).atexit = False
+
+    @property
+    def _broken(self) -> str | bool:
+        return self._pool._broken
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> PoolFuture:
+        """Run fn(*args, **kwargs) in a worker process; a Future for its result."""
+        pool = self._pool
+        if pool._broken:
+            from concurrent.futures.process import BrokenProcessPool
+
+            raise BrokenProcessPool(pool._broken)
+        if self._shutdown:
+            raise RuntimeError(_AFTER_SHUTDOWN)
+        if _stdlib_thread._shutdown:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        try:
+            return pool._submit_call(fn, args, kwargs)
+        except PoolClosedError:
+            raise RuntimeError(_AFTER_SHUTDOWN) from None
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
+        """Executor.map; `chunksize` items travel to a worker together."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        from concurrent.futures.process import _chain_from_iterable_of_lists, _get_chunks, _process_chunk
+        import functools
+
+        results = super().map(functools.partial(_process_chunk, fn),
+                              _get_chunks(*iterables, chunksize=chunksize), timeout=timeout)
+        return _chain_from_iterable_of_lists(results)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Executor.shutdown: accept nothing new, optionally cancel what has
+        not started, and (wait=True) return once every worker has stopped."""
+        self._shutdown = True
+        self._pool.shutdown(wait, cancel_futures=cancel_futures)
+
+    def close(self) -> None:
+        """shutdown(wait=True), as WorkerPool.close()."""
+        self._shutdown = True
+        self._pool.close()
+
+    def terminate(self) -> None:
+        """Start nothing new: futures that have not started fail with
+        PoolClosedError, running ones too (their workers are stopped).
+        Returns once nothing will run any more."""
         self._shutdown = True
         self._pool.terminate()

@@ -57,8 +57,20 @@ def default_context():
     """forkserver where it exists, else spawn (as the stdlib's process pool on 3.14)."""
     import multiprocessing
 
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    # A fork server that has fastpool's worker module loaded starts each
+    # worker process (and each replacement) without importing it again.
+    # Only possible before the server starts; what else it preloads stays.
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    preload = getattr(server, "_preload_modules", None)
+    if getattr(server, "_forkserver_pid", 0) is None and isinstance(preload, list) \
+            and __name__ not in preload:
+        ctx.set_forkserver_preload(preload + [__name__])
+    return ctx
 
 
 class ProcessWorkers:
@@ -86,6 +98,7 @@ class ProcessWorkers:
         self._stopping = False
         self._wake_r, self._wake_w = os.pipe()
         self._watcher: threading.Thread | None = None
+        self._joined: list = []
 
     def start(self, idx: int, name: str) -> Any:
         pool = self._pool
@@ -118,22 +131,28 @@ class ProcessWorkers:
                     continue
                 idx, p = watched[ready]
                 p.join()
+                status = p.exitcode
+                p.close()       # its sentinel and pipes, now, not when collected
                 with self._lock:
                     if self._procs.get(idx) is p:
                         del self._procs[idx]
                     live = list(self._procs)
                     expected = self._stopping
                 if not expected:
-                    self._pool._worker_process_gone(idx, p.exitcode, live)
+                    self._pool._worker_process_gone(idx, status, live)
 
     def join(self, handle: Any, terminating: bool) -> None:
         # Workers leave their loop once the pool stops; one running a task
         # of a terminating pool is killed after a short grace (its task
         # then fails with PoolClosedError).
-        handle.join(TERMINATE_GRACE if terminating else None)
-        if handle.exitcode is None:
-            handle.kill()
-            handle.join()
+        try:
+            handle.join(TERMINATE_GRACE if terminating else None)
+            if handle.exitcode is None:
+                handle.kill()
+                handle.join()
+        except ValueError:
+            return      # closed already: the watcher saw it exit
+        self._joined.append(handle)     # closed in stop(), once nothing watches it
 
     def quiesce(self) -> None:
         with self._lock:
@@ -147,6 +166,9 @@ class ProcessWorkers:
         os.write(self._wake_w, b"\0")
         if watcher is not None:
             watcher.join()
+        for p in self._joined:
+            p.close()
+        self._joined.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
@@ -188,6 +210,7 @@ def _process_exited_error_type() -> type:
             """A worker process died while running the task."""
 
         ProcessExitedError.__module__ = "fastpool.errors"
+        ProcessExitedError.__qualname__ = "ProcessExitedError"
         _exited_type = ProcessExitedError
     return _exited_type
 
@@ -227,13 +250,10 @@ class _Runner:
     """Runs one task from its payload block; writes back its result or exception."""
 
     def __init__(self, area: Any, processor: Any) -> None:
-        from concurrent.futures.process import _ExceptionWithTraceback
-
         from fastpool import _core
 
         self.area = area
         self.processor = processor
-        self.wrap = _ExceptionWithTraceback
         self.kinds = (_core.PAYLOAD_ADD, _core.PAYLOAD_PROC, _core.PAYLOAD_CALL)
         self.ok, self.failed = _core.RESULT_PAYLOAD, _core.RESULT_PAYLOAD_ERR
 
@@ -263,10 +283,14 @@ class _Runner:
             return self._error(slot, e)
 
     def _error(self, slot: int, exc: BaseException) -> int:
+        # As the stdlib's process pool: the exception, with the worker's
+        # traceback as its __cause__ (a _RemoteTraceback) once unpickled.
+        from concurrent.futures.process import _ExceptionWithTraceback as wrap
+
         try:
-            self.area.write(slot, self.wrap(exc, exc.__traceback__))
+            self.area.write(slot, wrap(exc, exc.__traceback__))
         except BaseException as e:      # the exception itself does not pickle
-            self.area.write(slot, self.wrap(e, e.__traceback__))
+            self.area.write(slot, wrap(e, e.__traceback__))
         return self.failed
 
 
