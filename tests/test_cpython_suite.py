@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,43 +97,80 @@ def _outcomes(jsonl: Path) -> dict[str, tuple[str, str | None]]:
     return out
 
 
-@pytest.mark.timeout(RUN_SECONDS + 360)    # and a first fetch, if the cache is empty
-def test_cpython_thread_pool_suite_passes_on_fastpool(tmp_path):
-    lib = _fetch_suite()
+def _run_suite(tmp_path: Path, lib: Path, kind: str, modes: tuple[str, ...], seconds: float,
+               splits: tuple[str, ...] = ("",)) -> tuple[dict, dict]:
+    """Run the runner for each mode (and each split of the classes, all at once).
+
+    Returns ({mode: {test id: (outcome, detail)}}, {mode: {run: its output}}).
+    """
     env = dict(os.environ)
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(fastpool.__file__)))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    # Both runs at once: the tests mostly sleep, and this halves the wall time.
-    modes = ("stdlib", "fastpool")
+    runs = {"-".join(filter(None, (kind, mode, split))): (mode, split)
+            for mode in modes for split in splits}
+    # All runs at once: the tests mostly sleep, and this divides the wall time.
     with contextlib.ExitStack() as stack:
         procs = []
-        for mode in modes:
-            log = stack.enter_context(open(tmp_path / f"{mode}.err", "w"))
+        for name, (mode, split) in runs.items():
+            log = stack.enter_context(open(tmp_path / f"{name}.err", "w"))
             proc = stack.enter_context(subprocess.Popen(
-                [sys.executable, str(RUNNER), str(lib), mode, str(tmp_path / f"{mode}.jsonl")],
-                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT))
-            stack.callback(proc.kill)     # a run still going when we leave is ended
+                [sys.executable, str(RUNNER), str(lib), kind, mode, str(tmp_path / f"{name}.jsonl"),
+                 *filter(None, [split])],
+                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            stack.callback(_kill_group, proc)    # a run still going when we leave is ended, children too
             procs.append(proc)
-        deadline = time.monotonic() + RUN_SECONDS
+        deadline = time.monotonic() + seconds
         for proc in procs:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass    # reported below as the test it hung in
-    results = {mode: _outcomes(tmp_path / f"{mode}.jsonl") for mode in modes}
-    passed = {mode: {t for t, (o, _) in r.items() if o == "passed"} for mode, r in results.items()}
-    print(f"CPython 3.11 thread-pool tests: {len(passed['stdlib'])} of {len(results['stdlib'])} pass "
-          f"on the stdlib, {len(passed['fastpool'])} of {len(results['fastpool'])} on fastpool")
+                pass    # reported as the test it hung in
+    results: dict = {mode: {} for mode in modes}
+    logs: dict = {mode: {} for mode in modes}
+    for name, (mode, _) in runs.items():
+        results[mode].update(_outcomes(tmp_path / f"{name}.jsonl"))
+        logs[mode][name] = (tmp_path / f"{name}.err").read_text()
+    return results, logs
 
-    stdlib_log = (tmp_path / "stdlib.err").read_text()[-3000:]
-    assert len(passed["stdlib"]) >= MIN_STDLIB_PASSES, (
-        f"the suite itself did not run: {len(passed['stdlib'])} tests passed on the stdlib\n{stdlib_log}")
-    missing = sorted(passed["stdlib"] - passed["fastpool"])
+
+def _tails(logs: dict, chars: int) -> str:
+    """The end of each run's output; a lone run's without a header."""
+    if len(logs) == 1:
+        return next(iter(logs.values()))[-chars:]
+    return "\n".join(f"--- {name}:\n{text[-chars:]}" for name, text in logs.items())
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _passed(outcomes: dict) -> set[str]:
+    return {t for t, (o, _) in outcomes.items() if o == "passed"}
+
+
+def _fail_on_missing(results: dict, logs: dict, allowed: frozenset = frozenset()) -> None:
+    """Every test that passed on the stdlib passed on fastpool, or is allowed not to."""
+    missing = sorted(_passed(results["stdlib"]) - _passed(results["fastpool"]) - allowed)
     if missing:
         report = []
         for test in missing:
             outcome, detail = results["fastpool"].get(test, ("not run", None))
             report.append(f"--- {test}: {outcome}\n{detail or ''}")
-        log = (tmp_path / "fastpool.err").read_text()[-6000:]
         pytest.fail(f"{len(missing)} tests pass on the stdlib but not on fastpool:\n"
-                    + "\n".join(report) + f"\n--- end of fastpool's run:\n{log}")
+                    + "\n".join(report) + f"\n--- end of fastpool's run:\n{_tails(logs['fastpool'], 6000)}")
+
+
+@pytest.mark.timeout(RUN_SECONDS + 360)    # and a first fetch, if the cache is empty
+def test_cpython_thread_pool_suite_passes_on_fastpool(tmp_path):
+    lib = _fetch_suite()
+    results, logs = _run_suite(tmp_path, lib, "thread", ("stdlib", "fastpool"), RUN_SECONDS)
+    passed = {mode: _passed(r) for mode, r in results.items()}
+    print(f"CPython 3.11 thread-pool tests: {len(passed['stdlib'])} of {len(results['stdlib'])} pass "
+          f"on the stdlib, {len(passed['fastpool'])} of {len(results['fastpool'])} on fastpool")
+
+    assert len(passed["stdlib"]) >= MIN_STDLIB_PASSES, (
+        f"the suite itself did not run: {len(passed['stdlib'])} tests passed on the stdlib\n"
+        f"{_tails(logs['stdlib'], 3000)}")
+    _fail_on_missing(results, logs)
+
