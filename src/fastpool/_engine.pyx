@@ -684,10 +684,15 @@ cdef class Core:
                 value = r.a.d
             elif kind == R_OBJ or kind == R_BATCH:
                 value = obj
-            elif kind == R_PAYLOAD:
-                value = self.area.read(slot)
-            elif kind == R_PAYLOAD_ERR:
-                err = self.area.read(slot)
+            elif kind == R_PAYLOAD or kind == R_PAYLOAD_ERR:
+                try:
+                    value = self.area.read(slot)
+                except BaseException as e:
+                    value = None
+                    err = _unreadable_result(e)
+                else:
+                    if kind == R_PAYLOAD_ERR:
+                        err, value = value, None
             elif kind == R_ARRAY:
                 (<ArrayTask>obj).release()
                 value = (<ArrayTask>obj).result
@@ -1118,6 +1123,8 @@ cdef class Core:
         self.ctl = NULL
         self.tasks = NULL
         self.results = NULL
+        if self.area is not None:
+            self.area.close()       # its view, so that the mapping can go
         if self.seg is not None:
             self.seg.forget()
         self.disp_started = 1   # nothing to dispatch here, not even inline
@@ -1175,6 +1182,14 @@ cdef int _resolve(object fut, object err, object value) except -1:
         if fut._state == _CANCELLED:
             fut.set_running_or_notify_cancel()
     return 0
+
+def _unreadable_result(exc):
+    # As the stdlib's process pool, whose result handler breaks the pool:
+    # a BrokenProcessPool (here for this task alone), the cause attached.
+    from concurrent.futures.process import BrokenProcessPool
+    err = BrokenProcessPool(f"the task's result could not be unpickled: {exc!r}")
+    err.__cause__ = exc
+    return err
 
 cdef object _context_add(object ctx, object a, object b):
     # In (a copy of) the submitter's Context.

@@ -262,6 +262,15 @@ class _Runner:
         add, proc, call = self.kinds
         try:
             task = area.read(slot, copy=False)
+        except BaseException as e:
+            # As the stdlib's process pool, whose worker dies of it (and the
+            # pool breaks): a BrokenProcessPool, for this task alone.
+            from concurrent.futures.process import BrokenProcessPool
+
+            err = BrokenProcessPool(f"the task's arguments could not be unpickled: {e!r}")
+            err.__cause__ = e
+            return self._error(slot, err)
+        try:
             if kind == call:
                 fn, args, kwargs = task
                 task = None
