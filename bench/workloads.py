@@ -77,6 +77,26 @@ def add_task(task: dict) -> Any:
     return task["a"] + task["b"]
 
 
+def small_task(i: int) -> int:
+    """A small Python task for process pools: what matters is the trip."""
+    return i + 1
+
+
+def cpu_task(n: int) -> int:
+    """Pure-Python arithmetic, about a millisecond for n = CPU_TASK_N here."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def double_array(a: Any) -> Any:
+    return a * 2
+
+
+CPU_TASK_N = 40_000
+
+
 def dict_tasks(n: int) -> list[dict]:
     """n add tasks as dicts; their results sum to n * n."""
     return [{"a": i, "b": i + 1} for i in range(n)]
@@ -157,6 +177,20 @@ def _process_pool(workers: int):
     return concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
+def _mp_pool(workers: int):
+    return multiprocessing.get_context("spawn").Pool(workers)
+
+
+@contextlib.contextmanager
+def _closing_mp_pool(workers: int):
+    pool = _mp_pool(workers)
+    try:
+        yield pool
+    finally:
+        pool.close()
+        pool.join()
+
+
 def _loky_pool(workers: int):
     import loky
 
@@ -171,6 +205,9 @@ POOLS: dict[str, Callable[[int], Any]] = {
     "ThreadPool": _threadpool,
     "ProcessPoolExecutor": _process_pool,
     "loky": _loky_pool,
+    "fastpool process": lambda n: fastpool.WorkerPool(n, workers="process"),
+    "fastpool.ProcessPoolExecutor": lambda n: fastpool.ProcessPoolExecutor(n),
+    "multiprocessing.Pool": _closing_mp_pool,
 }
 
 
@@ -766,8 +803,237 @@ class ColdStart(Workload):
         assert result.strip() == "3", f"the script printed {result!r}"
 
 
+# -------------------------------------------------------- worker processes
+
+class ProcSmall(Workload):
+    number = "8"
+    key = "proc-small"
+    title = "process pools, small Python tasks: submit(fn, i), then every .result()"
+    targets = {
+        "ProcessPoolExecutor": Target(20, ">= 20x"),
+        "loky": Target(20, ">= 20x"),
+        "multiprocessing.Pool.apply_async": Target(10, ">= 10x"),
+    }
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__(scale)
+        self.n = self.tasks_per_round = self.scaled(20_000, 10)
+
+    def _submit(self, name: str) -> list:
+        submit = self.pool_of(name).submit
+        futures = [submit(small_task, i) for i in range(self.n)]
+        return [f.result() for f in futures]
+
+    @contender("fastpool", pool="fastpool process")
+    def fastpool_submit(self) -> list:
+        return self._submit("fastpool")
+
+    @contender("fastpool.ProcessPoolExecutor", pool="fastpool.ProcessPoolExecutor")
+    def fastpool_ppe_submit(self) -> list:
+        return self._submit("fastpool.ProcessPoolExecutor")
+
+    @contender("fastpool, callbacks", pool="fastpool process")
+    def fastpool_done_callbacks(self) -> list:
+        c = Collector(self.n)
+        submit, done = self.pool_of("fastpool, callbacks").submit, c.on_future_done
+        for i in range(self.n):
+            submit(small_task, i).add_done_callback(done)
+        return c.wait().results
+
+    @contender("ProcessPoolExecutor", pool="ProcessPoolExecutor")
+    def ppe_submit(self) -> list:
+        return self._submit("ProcessPoolExecutor")
+
+    @contender("loky", pool="loky", needs="loky")
+    def loky_submit(self) -> list:
+        return self._submit("loky")
+
+    @contender("multiprocessing.Pool.apply_async", pool="multiprocessing.Pool")
+    def mp_apply_async(self) -> list:
+        apply_async = self.pool_of("multiprocessing.Pool.apply_async").apply_async
+        results = [apply_async(small_task, (i,)) for i in range(self.n)]
+        return [r.get() for r in results]
+
+    def check(self, name: str, result: list) -> None:
+        assert sorted(result) == list(range(1, self.n + 1)), f"{name}: wrong results"
+
+
+class ProcCpu(Workload):
+    number = "8b"
+    key = "proc-cpu"
+    title = "process pools, CPU-bound pure Python (about 1 ms a task): 2 processes vs 1, vs threads"
+    baseline = "fastpool, 2 processes"
+    targets = {
+        "fastpool, 1 process": Target(1.8, ">= 1.8x (scaling)"),
+        "fastpool, 2 threads": Target(1.7, ">= 1.7x"),
+    }
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__(scale)
+        self.n = self.tasks_per_round = self.scaled(400, 4)
+        self.expected = cpu_task(CPU_TASK_N)
+
+    def _run(self, name: str) -> list:
+        submit = self.pool_of(name).submit
+        futures = [submit(cpu_task, CPU_TASK_N) for _ in range(self.n)]
+        return [f.result() for f in futures]
+
+    @contender("fastpool, 2 processes", pool="fastpool process", workers=2)
+    def two(self) -> list:
+        return self._run("fastpool, 2 processes")
+
+    @contender("fastpool, 1 process", pool="fastpool process", workers=1)
+    def one(self) -> list:
+        return self._run("fastpool, 1 process")
+
+    @contender("fastpool, 2 threads", pool="fastpool", workers=2)
+    def threads(self) -> list:
+        return self._run("fastpool, 2 threads")
+
+    def check(self, name: str, result: list) -> None:
+        assert result == [self.expected] * self.n
+
+
+class ProcMap(Map):
+    number = "8c"
+    key = "proc-map"
+    title = "process pools, map over small items: operator.add on (a, b) pairs, results in order"
+    targets = {"loky": Target(3, ">= 3x")}
+
+    @contender("fastpool", pool="fastpool process")
+    def fastpool_native(self) -> list:
+        # map(kernels.add, pairs) on a process pool: native, nothing pickled.
+        return list(self.pool_of("fastpool").map(kernels.add, self.pairs))
+
+    def _executor_map(self, name: str) -> list:
+        return list(self.pool_of(name).map(operator.add, self.xs, self.ys, chunksize=self.chunksize[name]))
+
+    @contender("fastpool.ProcessPoolExecutor, operator.add", pool="fastpool.ProcessPoolExecutor")
+    def fastpool_ppe_map(self) -> list:
+        return self._executor_map("fastpool.ProcessPoolExecutor, operator.add")
+
+    @contender("ProcessPoolExecutor", pool="ProcessPoolExecutor")
+    def ppe_map(self) -> list:
+        return self._executor_map("ProcessPoolExecutor")
+
+    @contender("loky", pool="loky", needs="loky")
+    def loky_map(self) -> list:
+        return self._executor_map("loky")
+
+    def check(self, name: str, result: list) -> None:
+        check_sum(result, self.n)
+
+
+class ProcArray(Workload):
+    number = "8d"
+    key = "proc-array"
+    title = "process pools, a 16 MB numpy array in and out (a * 2), per round trip"
+    needs = ("numpy",)
+    targets = {"ProcessPoolExecutor": Target(5, ">= 5x")}
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__(scale)
+        import numpy as np
+
+        self.array = np.arange(max(1024, int(2 * 1024 * 1024 * self.scale)), dtype=np.float64)
+        self.n = self.tasks_per_round = 4
+
+    def _run(self, name: str) -> list:
+        submit = self.pool_of(name).submit
+        return [submit(double_array, self.array).result() for _ in range(self.n)]
+
+    @contender("fastpool", pool="fastpool process")
+    def fastpool_submit(self) -> list:
+        return self._run("fastpool")
+
+    @contender("ProcessPoolExecutor", pool="ProcessPoolExecutor")
+    def ppe_submit(self) -> list:
+        return self._run("ProcessPoolExecutor")
+
+    @contender("loky", pool="loky", needs="loky")
+    def loky_submit(self) -> list:
+        return self._run("loky")
+
+    def check(self, name: str, result: list) -> None:
+        assert len(result) == self.n and all((r == self.array * 2).all() for r in result)
+
+
+class ProcNative(Workload):
+    number = "8e"
+    key = "proc-native"
+    title = "native add kernel on the callback path: worker processes vs worker threads"
+    baseline = "fastpool, processes"
+    targets = {"fastpool, threads": Target(1 / 1.5, "processes within 1.5x of threads")}
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__(scale)
+        self.n = self.tasks_per_round = self.scaled(200_000, 10)
+        self.tasks = dict_tasks(self.n)
+
+    def _run(self, name: str) -> Collector:
+        c = Collector(self.n)
+        run_task, callback = self.pool_of(name).run_task, c.callback
+        for task in self.tasks:
+            run_task(task, callback)
+        return c.wait()
+
+    @contender("fastpool, processes", pool="fastpool process")
+    def procs(self) -> Collector:
+        return self._run("fastpool, processes")
+
+    @contender("fastpool, threads", pool="fastpool")
+    def threads(self) -> Collector:
+        return self._run("fastpool, threads")
+
+    def check(self, name: str, result: Collector) -> None:
+        result.check()
+
+
+class Respawn(Workload):
+    number = "8f"
+    key = "respawn"
+    title = "process pool: a worker SIGKILLed mid-task; the next task's wait on its replacement"
+    targets: dict[str, Target] = {}
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__(scale)
+        self.samples = self.scaled(10, 3)
+        self.during: list[float] = []
+
+    @contender("fastpool", pool="fastpool process", workers=1)
+    def kill_then_run(self) -> float:
+        import signal
+
+        pool = self.pool_of("fastpool")
+        pid = pool.submit(os.getpid).result()
+        victim = pool.submit(time.sleep, 30)
+        while pool._held_slots() == [None]:
+            time.sleep(0.0005)
+        start = time.perf_counter()
+        os.kill(pid, signal.SIGKILL)
+        try:
+            victim.result()
+        except fastpool.WorkerExitedError:
+            pass
+        pool.submit(small_task, 1).result()
+        return time.perf_counter() - start
+
+    def measure(self, name: str) -> float:
+        seconds = statistics.median([self.round(name) for _ in range(self.samples)])
+        self.during.append(seconds)
+        return seconds
+
+    def check(self, name: str, result: Any) -> None:
+        assert result > 0
+
+    def checks(self) -> list[Check]:
+        seconds = max(self.during)
+        return [Check("SIGKILL mid-task to the next task done on the replacement",
+                      f"{seconds * 1e3:.0f} ms (worst round's median)", "< 500 ms", seconds < 0.5)]
+
+
 WORKLOADS: list[type[Workload]] = [Callbacks, Futures, Map, RoundTrip, ShortLived, Arrays, Scaling, Import,
-                                   ColdStart]
+                                   ColdStart, ProcSmall, ProcCpu, ProcMap, ProcArray, ProcNative, Respawn]
 
 
 # ---------------------------------------------------------------- machine
