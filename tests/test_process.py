@@ -449,3 +449,45 @@ def test_process_exited_error_pickles():
         err = ex.submit(crash, "exit").exception(timeout=WAIT)
     again = pickle.loads(pickle.dumps(err))
     assert type(again) is type(err) and str(again) == str(err)
+
+
+def test_big_results_read_while_other_threads_submit(make_pool):
+    # A result is read from its slot's block before the slot is given back:
+    # unpickling it lets other threads in, and their submits reuse slots.
+    pool = make_pool(2, workers="process", ring_size=2)
+    sizes = [70_000 + 8 * i for i in range(40)]
+    errors = []
+
+    def producer(offset):
+        try:
+            futs = [pool.submit(big_bytes, n + offset) for n in sizes]
+            assert [len(f.result(timeout=WAIT)) for f in futs] == [n + offset for n in sizes]
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=producer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+
+
+def test_queued_futures_with_done_callbacks_and_cancels(make_pool):
+    # Futures waiting in the FIFO have Conditions (add_done_callback made
+    # them): marking one running as it moves into the ring may let other
+    # threads in, and cancelled ones never run.
+    pool = make_pool(2, workers="process", ring_size=2)
+    done = []
+    futs = []
+    for i in range(2000):
+        f = pool.submit(double, i)
+        f.add_done_callback(done.append)
+        futs.append(f)
+    cancelled = [f for f in futs[1000::7] if f.cancel()]
+    pool.close()
+    assert len(done) == 2000 and len(set(map(id, done))) == 2000
+    assert cancelled
+    for i, f in enumerate(futs):
+        if not f.cancelled():
+            assert f.result(timeout=0) == 2 * i

@@ -92,6 +92,7 @@ cdef class _Queued:
     cdef fp_cell cell
     cdef object obj, cb, ctx
     cdef uint8_t mode
+    cdef bint started       # its future was marked running (worker processes)
 
 
 cdef class Core:
@@ -263,6 +264,11 @@ cdef class Core:
         if self.state != FP_RUNNING:
             self._raise_closed()
         if not self.n_overflow and self._has_room(&c, obj):
+            if self.procs and mode == MODE_FUTURE:
+                # A worker process cannot mark it running: it is running
+                # from here on, as the stdlib's once in its call queue.  (A
+                # new future has no Condition: this lets no thread in.)
+                _start(cb)
             self._admit(&c, obj, cb, ctx, mode)
             return 0
         # Room is freed only by the dispatcher, which then moves these on.
@@ -346,9 +352,9 @@ cdef class Core:
         cdef int32_t slot, need = self._cells_needed(c, obj)
         cdef int64_t i, n, per
         cdef uint64_t pos
-        if self.procs and mode == MODE_FUTURE and not _start(cb):
-            return 0        # cancelled while it waited: it never runs
         slot = self.slots.take()
+        if slot < 0:    # the callers looked for room with nothing in between
+            raise SystemError("fastpool: no free task slot at admission")
         self.record_credits -= need
         self.slots.mode[slot] = mode
         self.slots.cbs[slot] = cb
@@ -672,6 +678,15 @@ cdef class Core:
         self.slots.cbs[slot] = None
         self.slots.ctxs[slot] = None
         self.slots.objs[slot] = None
+        if kind == R_PAYLOAD or kind == R_PAYLOAD_ERR:
+            # Read the block while the slot is still this task's: unpickling
+            # lets other threads in, and once the slot is given back a
+            # submit may write the next task's payload into it.
+            try:
+                obj = self.area.read(slot)
+            except BaseException as e:
+                obj = e
+                kind = R_UNREADABLE
         self._release_slot(slot)
         if mode == MODE_QUIET:
             return 0                # a native map's helpers, done or failed
@@ -684,15 +699,12 @@ cdef class Core:
                 value = r.a.d
             elif kind == R_OBJ or kind == R_BATCH:
                 value = obj
-            elif kind == R_PAYLOAD or kind == R_PAYLOAD_ERR:
-                try:
-                    value = self.area.read(slot)
-                except BaseException as e:
-                    value = None
-                    err = _unreadable_result(e)
-                else:
-                    if kind == R_PAYLOAD_ERR:
-                        err, value = value, None
+            elif kind == R_PAYLOAD:
+                value = obj
+            elif kind == R_PAYLOAD_ERR:
+                err = obj
+            elif kind == R_UNREADABLE:
+                err = _unreadable_result(obj)
             elif kind == R_ARRAY:
                 (<ArrayTask>obj).release()
                 value = (<ArrayTask>obj).result
@@ -879,6 +891,14 @@ cdef class Core:
             q = <_Queued>self.overflow[0]
             if not self._has_room(&q.cell, q.obj):
                 break
+            if self.procs and q.mode == MODE_FUTURE and not q.started:
+                # Marking it running may wait for its Condition, letting
+                # other threads in: look at the room again afterwards.
+                q.started = True
+                if not _start(q.cb):
+                    self.overflow.popleft()     # cancelled while it waited: it never runs
+                    self.n_overflow -= 1
+                continue
             self.overflow.popleft()
             self.n_overflow -= 1
             self._admit(&q.cell, q.obj, q.cb, q.ctx, q.mode)

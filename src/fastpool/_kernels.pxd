@@ -27,6 +27,7 @@ cdef enum:
     R_PAYLOAD = 12     # the slot's payload block holds the result (a worker process)
     R_PAYLOAD_ERR = 13 # the slot's payload block holds the exception
     R_DIED = 14        # no slot: worker process a.i is gone, wait status b.i
+    R_UNREADABLE = 15  # (never in a ring) the payload could not be unpickled here
 
     DT_F64 = 1
     DT_F32 = 2
