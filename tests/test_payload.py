@@ -709,3 +709,28 @@ if numpy is not None:
         assert numpy.array_equal(back, arr, equal_nan=arr.dtype.kind in "fc")
         del back
         assert spilled() == before
+
+
+def test_the_native_fast_path_reads_and_writes_the_same_blocks():
+    # The engine writes and reads small payloads natively (_segment.pyx);
+    # what it writes, PayloadArea reads, and the other way round.
+    from fastpool._core import Segment, block_put_stream, block_stream
+
+    seg = Segment.create(1, 2, 4, named=False, block_size=4096, n_blocks=2)
+    view = seg.payload_view()
+    area = PayloadArea(view, 2, 4096, spill_prefix=PREFIX)
+    try:
+        assert block_put_stream(seg, 0, pickle.dumps({"a": [1, 2]}, 5))
+        assert area.read(0) == {"a": [1, 2]}
+        area.write(1, ("x", 3))
+        assert pickle.loads(block_stream(seg, 1)) == ("x", 3)
+        assert not block_put_stream(seg, 0, bytes(5000))        # too big: PayloadArea spills it
+        area.write(0, bytearray(OUT_OF_BAND_MIN))               # out of band: not for the fast path
+        assert block_stream(seg, 0) is None
+        area.discard(0)
+        with pytest.raises(IndexError):
+            block_stream(seg, 2)
+    finally:
+        area.close()
+        view.release()
+        seg.close()

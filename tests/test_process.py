@@ -491,3 +491,15 @@ def test_queued_futures_with_done_callbacks_and_cancels(make_pool):
     for i, f in enumerate(futs):
         if not f.cancelled():
             assert f.result(timeout=0) == 2 * i
+
+
+def test_more_python_tasks_than_payload_blocks(make_pool, tmp_path):
+    # 256 Python tasks at most are in the rings at once (one payload block
+    # each); the rest wait in the FIFO and run in order.
+    flag = tmp_path / "go"
+    pool = make_pool(1, wait_for_file, workers="process")
+    futs = [pool.run(str(flag)) for _ in range(600)]
+    natives = [pool.submit(fastpool.kernels.add, (i, i)) for i in range(100)]
+    flag.touch()
+    assert len({f.result(timeout=WAIT) for f in futs}) == 1
+    assert [f.result(timeout=WAIT) for f in natives] == [2 * i for i in range(100)]

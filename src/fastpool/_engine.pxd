@@ -35,6 +35,8 @@ cdef class Core:
     cdef int pump_depth             # waits in callbacks, one inside another
     cdef readonly bint procs        # the workers are processes: Python tasks travel as payloads
     cdef object area                # their payload blocks (a PayloadArea), or None
+    cdef int32_t *free_blocks       # a stack of the free payload blocks' numbers
+    cdef int32_t n_free_blocks
 
     cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
     cdef object _encode(self, int op, object task, fp_cell *c)

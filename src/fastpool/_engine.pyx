@@ -53,6 +53,7 @@ import os
 from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
 from operator import add as _operator_add
+from pickle import loads as _loads
 
 cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void *)
@@ -80,6 +81,10 @@ cdef int _hook_run_held(void *owner, const fp_cell *c, fp_cell *r, int idx) noex
 cdef void _hook_start_dispatcher(void *owner) noexcept nogil:
     (<Core>owner)._start_dispatcher()
 
+cdef inline bint _needs_block(uint32_t kind, bint procs) noexcept:
+    # A Python task for a worker process travels pickled in a payload block.
+    return procs and (kind == K_PROC or kind == K_CALL or kind == K_ADD_PY)
+
 cdef uint64_t _pow2_at_least(uint64_t n) noexcept:
     cdef uint64_t c = 2
     while c < n:
@@ -100,10 +105,13 @@ cdef class Core:
 
     def _core_init(self, int32_t num_threads, int32_t ring_size, processor,
                    bint lose_on_base_exception, future_cls, bint named=False,
-                   uint32_t block_size=0):
-        """`block_size` > 0: the workers are processes attached to a named
-        segment; Python tasks and results travel pickled through one payload
-        block per task slot (see _payload.py)."""
+                   uint32_t block_size=0, int32_t n_blocks=0):
+        """`n_blocks` > 0: the workers are processes attached to a named
+        segment; Python tasks and results travel pickled through payload
+        blocks of `block_size` bytes (see _payload.py), one per Python task
+        in the rings: at most `n_blocks` of them at once, the rest wait in
+        the FIFO (native tasks travel in the cells and need none)."""
+        cdef int32_t i
         from collections import deque
         # Every worker must be able to hold a task at once, or tasks that
         # wait for each other (a barrier) could never all start.
@@ -122,13 +130,20 @@ cdef class Core:
         self.slots = SlotTable(ring_size)
         self.overflow = deque()
         self.deferred = deque()
+        n_blocks = min(n_blocks, ring_size)
         self.seg = Segment.create(num_threads, ring_size,
                                   _pow2_at_least(ring_size + 2 * num_threads + 2),
-                                  named or block_size != 0, block_size)
-        if block_size:
+                                  named or n_blocks != 0, block_size, n_blocks)
+        if n_blocks:
             from fastpool._payload import PayloadArea
             self.procs = True
-            self.area = PayloadArea(self.seg.payload_view(), ring_size, block_size)
+            self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size)
+            self.free_blocks = <int32_t *>malloc(n_blocks * sizeof(int32_t))
+            if self.free_blocks == NULL:
+                raise MemoryError()
+            for i in range(n_blocks):       # block 0 on top: a quiet pool reuses a few
+                self.free_blocks[i] = n_blocks - 1 - i
+            self.n_free_blocks = n_blocks
         self.ctl = self.seg.ctl
         self.tasks = self.seg.tasks
         self.results = self.seg.results
@@ -143,6 +158,10 @@ cdef class Core:
             raise ValueError("fault points are for worker processes of an open pool")
         fp_store_u32_seq_cst(&self.ctl.fault_after, after)
         fp_store_u32_seq_cst(&self.ctl.fault_point, code)
+
+    def __dealloc__(self):
+        if self.free_blocks != NULL:
+            c_free(self.free_blocks)
 
     def _payload_prefix(self):
         return None if self.area is None else self.area.spill_prefix
@@ -274,7 +293,7 @@ cdef class Core:
         # Room is freed only by the dispatcher, which then moves these on.
         q = _Queued.__new__(_Queued)
         q.cell = c
-        if self.procs and (c.kind == K_PROC or c.kind == K_CALL or c.kind == K_ADD_PY):
+        if _needs_block(c.kind, self.procs):
             obj = self.area.frozen(obj)     # its buffers, as they are now
         q.obj = obj
         q.cb = cb
@@ -345,7 +364,8 @@ cdef class Core:
         return <int32_t>max(1, min(<int64_t>self.max_chunks, (<ArrayTask>obj).n // MIN_CHUNK))
 
     cdef inline bint _has_room(self, const fp_cell *c, object obj) noexcept:
-        return self.slots.nfree != 0 and self.record_credits >= self._cells_needed(c, obj)
+        return (self.slots.nfree != 0 and self.record_credits >= self._cells_needed(c, obj)
+                and (self.n_free_blocks != 0 or not _needs_block(c.kind, self.procs)))
 
     cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1:
         """Give an encoded task a slot and its ring cells; wake a worker."""
@@ -365,9 +385,13 @@ cdef class Core:
         self.slots.job(slot).cells = need
         if c.kind != K_ADD_ARRAY:
             self.slots.job(slot).remaining = 1
-            if self.procs and (c.kind == K_PROC or c.kind == K_CALL or c.kind == K_ADD_PY):
+            if _needs_block(c.kind, self.procs):
+                self.n_free_blocks -= 1
+                c.a.i = self.free_blocks[self.n_free_blocks]
+                self.slots.job(slot).block = <int32_t>c.a.i + 1
                 try:
-                    self.area.put(slot, obj)
+                    if obj[1] or not block_put_stream(self.seg, c.a.i, obj[0]):
+                        self.area.put(<int>c.a.i, obj)
                     self.slots.objs[slot] = None
                 except Exception as e:      # no room for a one-off segment
                     c.kind = K_FAIL
@@ -681,9 +705,13 @@ cdef class Core:
         if kind == R_PAYLOAD or kind == R_PAYLOAD_ERR:
             # Read the block while the slot is still this task's: unpickling
             # lets other threads in, and once the slot is given back a
-            # submit may write the next task's payload into it.
+            # submit may write the next task's payload into its block.
             try:
-                obj = self.area.read(slot)
+                stream = block_stream(self.seg, self.slots.job(slot).block - 1)
+                if stream is not None:
+                    obj = _loads(stream)
+                else:
+                    obj = self.area.read(self.slots.job(slot).block - 1)
             except BaseException as e:
                 obj = e
                 kind = R_UNREADABLE
@@ -738,8 +766,8 @@ cdef class Core:
         self.slots.cbs[slot] = None
         self.slots.ctxs[slot] = None
         self.slots.objs[slot] = None
-        if self.area is not None:
-            self.area.discard(slot)     # a one-off segment it may have left
+        if self.slots.job(slot).block:
+            self.area.discard(self.slots.job(slot).block - 1)   # a one-off segment it may have left
         self._release_slot(slot)
         if mode != MODE_QUIET:
             self._deliver(mode, cb, ctx, err, None)
@@ -832,8 +860,11 @@ cdef class Core:
         fp_dispatcher_wake(self.ctl)
 
     cdef void _release_slot(self, int32_t slot) noexcept:
-        # Give back the slot and the ring cells the task held.
+        # Give back the slot, the ring cells and the payload block the task held.
         self.record_credits += self.slots.job(slot).cells
+        if self.slots.job(slot).block:
+            self.free_blocks[self.n_free_blocks] = self.slots.job(slot).block - 1
+            self.n_free_blocks += 1
         memset(self.slots.job(slot), 0, sizeof(fp_job))
         self.slots.give(slot)
         self.tasks_out += 1
@@ -958,8 +989,8 @@ cdef class Core:
         cdef _Queued q
         while fp_ring_pop(self.tasks, &c) == FP_OK:
             job = self.slots.job(c.slot)
-            if self.area is not None:
-                self.area.discard(c.slot)
+            if job.block:
+                self.area.discard(job.block - 1)
             fp_store_u32_release(&job.failed, 1)
             if fp_sub_i64_acq_rel(&job.remaining, 1) == 0:
                 c.kind = R_ERR

@@ -31,6 +31,7 @@ ctypedef struct fp_job:
     uint32_t failed          # terminate() took a chunk before it started
     uint32_t taken           # a worker took the task: shutdown(cancel_futures) leaves it
     uint64_t pos             # 1 + the task-ring position of its cell (single-cell tasks)
+    int32_t block            # 1 + its payload block (a Python task for worker processes), or 0
 
 cdef enum:
     JOB_SHIFT = 10               # jobs are allocated in pages of 1024 slots

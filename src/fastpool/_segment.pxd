@@ -15,8 +15,10 @@ ctypedef struct fp_ctl:
     uint64_t task_ring       # offset of the task ring
     uint64_t result_ring     # offset of the result ring
     uint64_t payload         # offset of the payload blocks (0: none)
-    uint32_t block_size      # bytes per payload block; one block per task slot
+    uint32_t block_size      # bytes per payload block
     int32_t owner_pid        # the process that made the segment (workers watch it)
+    uint32_t n_blocks        # payload blocks: one per Python task in the rings
+    uint8_t _pad0[60]
     uint32_t work_seq        # futex word idle workers sleep on
     uint32_t sleepers        # workers parked, or about to park
     uint32_t spinners        # workers awake and looking for work

@@ -17,9 +17,10 @@ cdef class Segment:
 
     @staticmethod
     def create(uint32_t n_workers, uint64_t task_cap, uint64_t result_cap, bint named=False,
-               uint32_t block_size=0):
-        """A new segment; `block_size` > 0 adds one payload block per task
-        cell (a task slot's pickled task and result, see _payload.py)."""
+               uint32_t block_size=0, uint32_t n_blocks=0):
+        """A new segment; with `n_blocks` payload blocks of `block_size`
+        bytes (the pickled tasks and results of worker processes, see
+        _payload.py)."""
         cdef Segment seg = Segment.__new__(Segment)
         cdef size_t workers_off = sizeof(fp_ctl)
         cdef size_t task_off = workers_off + n_workers * sizeof(fp_worker_rec)
@@ -27,9 +28,9 @@ cdef class Segment:
         cdef size_t payload_off = result_off + fp_ring_bytes(result_cap)
         cdef size_t size = payload_off
         cdef uint32_t i
-        if block_size:
+        if n_blocks:
             payload_off = (payload_off + 4095) & ~(<size_t>4095)   # blocks start on a page
-            size = payload_off + task_cap * block_size
+            size = payload_off + <size_t>n_blocks * block_size
         if named:
             from multiprocessing import shared_memory
             mapping = shared_memory.SharedMemory(create=True, size=size)
@@ -48,8 +49,9 @@ cdef class Segment:
         seg.ctl.workers = workers_off
         seg.ctl.task_ring = task_off
         seg.ctl.result_ring = result_off
-        seg.ctl.payload = payload_off if block_size else 0
-        seg.ctl.block_size = block_size
+        seg.ctl.payload = payload_off if n_blocks else 0
+        seg.ctl.block_size = block_size if n_blocks else 0
+        seg.ctl.n_blocks = n_blocks
         seg.ctl.owner_pid = os.getpid()
         seg._locate()
         for i in range(n_workers):
@@ -88,7 +90,7 @@ cdef class Segment:
                              f"(layout {c.version}, this fastpool reads {FP_LAYOUT_VERSION})")
         if c.size > <uint64_t>have or c.result_ring + sizeof(fp_ring) > c.size:
             raise ValueError(f"{self.name!r}: its header does not fit its size")
-        if c.payload and c.payload + <uint64_t>c.block_size > c.size:
+        if c.payload and c.payload + <uint64_t>c.n_blocks * c.block_size > c.size:
             raise ValueError(f"{self.name!r}: its payload blocks do not fit its size")
 
     cdef int _map(self, object mapping) except -1:
@@ -108,13 +110,13 @@ cdef class Segment:
         if self.ctl == NULL or self.ctl.payload == 0:
             return None
         whole = memoryview(self._mapping.buf if hasattr(self._mapping, "buf") else self._mapping)
-        view = whole[self.ctl.payload:self.ctl.size]
+        view = whole[self.ctl.payload:self.ctl.payload + <uint64_t>self.ctl.n_blocks * self.ctl.block_size]
         whole.release()
         return view
 
     @property
-    def task_capacity(self):
-        return 0 if self.tasks == NULL else self.tasks.mask + 1
+    def n_blocks(self):
+        return 0 if self.ctl == NULL else self.ctl.n_blocks
 
     @property
     def block_size(self):
@@ -164,3 +166,65 @@ def _attach_untracked(name):
         return mmap.mmap(fd, os.fstat(fd).st_size)
     finally:
         os.close(fd)
+
+
+# -- payload blocks: the common case without Python-level struct work --------
+#
+# A block's layout is _payload.py's; a payload that is one pickle stream
+# with no out-of-band buffers and fits its block (nearly every small task
+# and result) is written and read here, the rest by _payload.PayloadArea.
+
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_READ
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.string cimport memcpy
+
+ctypedef struct fp_payload_head:     # _payload._HEAD, "<IBBxxIxxxxQQ"
+    uint32_t magic
+    uint8_t version
+    uint8_t kind
+    uint8_t _pad0[2]
+    uint32_t n_buffers
+    uint32_t _pad1
+    uint64_t length                  # of the pickle stream after the header
+    uint64_t total                   # header + stream
+
+cdef enum:
+    PAYLOAD_MAGIC = 0x6C705046       # _payload._MAGIC
+    PAYLOAD_VERSION = 1
+    PAYLOAD_INLINE = 1
+
+cdef inline char *_block(Segment seg, int64_t block) except NULL:
+    if seg.ctl == NULL or not 0 <= block < <int64_t>seg.ctl.n_blocks:
+        raise IndexError(f"no payload block {block}")
+    return seg.base + seg.ctl.payload + <uint64_t>block * seg.ctl.block_size
+
+def block_stream(Segment seg, int64_t block):
+    """The pickle stream in `block` as a read-only memoryview (valid while
+    the block is not written again), or None if it holds anything else."""
+    cdef char *p = _block(seg, block)
+    cdef fp_payload_head *h = <fp_payload_head *>p
+    if (h.magic != PAYLOAD_MAGIC or h.version != PAYLOAD_VERSION or h.kind != PAYLOAD_INLINE
+            or h.n_buffers != 0 or h.total != sizeof(fp_payload_head) + h.length
+            or h.total > seg.ctl.block_size):
+        return None
+    return PyMemoryView_FromMemory(p + sizeof(fp_payload_head), <Py_ssize_t>h.length, PyBUF_READ)
+
+def block_put_stream(Segment seg, int64_t block, bytes stream):
+    """Write `stream` (a pickle with no out-of-band buffers) into `block`;
+    False if it does not fit (then PayloadArea.put spills it)."""
+    cdef char *p = _block(seg, block)
+    cdef fp_payload_head *h = <fp_payload_head *>p
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(stream)
+    if <uint64_t>n + sizeof(fp_payload_head) > seg.ctl.block_size:
+        return False
+    memcpy(p + sizeof(fp_payload_head), PyBytes_AS_STRING(stream), n)
+    # The header last, as _payload does (the ring push that hands the block
+    # over orders all of it for the reader).
+    h.version = PAYLOAD_VERSION
+    h.kind = PAYLOAD_INLINE
+    h.n_buffers = 0
+    h.length = <uint64_t>n
+    h.total = sizeof(fp_payload_head) + <uint64_t>n
+    h.magic = PAYLOAD_MAGIC
+    return True

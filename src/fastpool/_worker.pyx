@@ -137,14 +137,15 @@ cdef void fp_worker_publish(fp_worker *w, fp_cell *r) noexcept nogil:
 #
 # In a worker process the loop is the same; what the owner's hook does in a
 # thread (run Python code with the slot's objects) is done here from the
-# slot's payload block: `runner(slot, kind)` reads the task, runs it, writes
-# the result or the exception back into the block and returns the result
-# kind (R_PAYLOAD or R_PAYLOAD_ERR).  It must not raise.
+# task's payload block (its number in cell.a): `runner(block, kind)` reads
+# the task, runs it, writes the result or the exception back into the
+# block and returns the result kind (R_PAYLOAD or R_PAYLOAD_ERR).  It must
+# not raise.
 
 cdef int _process_run_held(void *owner, const fp_cell *c, fp_cell *r, int idx) noexcept nogil:
     with gil:
         try:
-            r.kind = (<object>owner)(c.slot, c.kind)
+            r.kind = (<object>owner)(<int>c.a.i, c.kind)     # its payload block
             return 0
         except BaseException:
             # The runner reports what it can; if even that failed, this

@@ -31,8 +31,8 @@ logger = logging.getLogger("fastpool")
 EVENTS = ("error", "spawn", "exit")
 MAX_WORKERS = 4096          # checked before anything is allocated
 MAX_RING_SIZE = 1 << 20     # 32 MiB of task cells; more waits in the FIFO anyway
-PROCESS_RING_SIZE = 256     # a process pool's default: a payload block per cell
 BLOCK_SIZE = 1 << 16        # bytes per payload block; bigger payloads go to one-off segments
+PAYLOAD_BLOCKS = 256        # Python tasks in a process pool's rings at once (16 MiB of blocks)
 WORKER_KINDS = ("thread", "process")
 LEAVE_RETIRED, LEAVE_INIT_FAILED = 1, 2     # why a worker process left (as _segment.pxd)
 
@@ -137,7 +137,7 @@ class _PoolBase(Core, Executor):
         self._workers: list[threading.Thread | None] = [None] * num_threads
         self._state_lock = threading.Lock()   # thread start/replace, not the hot path
         self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture,
-                        False, BLOCK_SIZE if procs is not None else 0)
+                        False, BLOCK_SIZE, PAYLOAD_BLOCKS if procs is not None else 0)
         if procs is None:
             self._kind: ThreadWorkers | ProcessWorkers = ThreadWorkers(self)
         else:
@@ -460,10 +460,10 @@ class WorkerPool(_PoolBase):
     multiprocessing context), so Python code runs in parallel and a worker
     that crashes costs only the task it held (WorkerExitedError); the
     processor and the tasks' functions travel by reference, tasks and
-    results pickled through shared memory.  `ring_size` is how many tasks
-    can be in the native rings at once (rounded up to fit one per worker;
-    65536 for threads, 256 for processes by default); the rest wait in a
-    FIFO, so `run_task` never blocks.
+    results pickled through shared memory (at most 256 Python tasks at once
+    in the rings of a process pool).  `ring_size` is how many tasks can be
+    in the native rings at once (rounded up to fit one per worker); the rest
+    wait in a FIFO, so `run_task` never blocks.
 
     Callbacks run one at a time on the thread that completes tasks.  One
     that waits for another task of the pool (`pool.run(t).result()`,
@@ -475,7 +475,7 @@ class WorkerPool(_PoolBase):
 
     def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,
                  *, workers: str = "thread", start_method: Any = None,
-                 ring_size: int | None = None) -> None:
+                 ring_size: int = 65536) -> None:
         if num_threads is None:
             num_threads = os.cpu_count() or 1
         _check_count("num_threads", num_threads, MAX_WORKERS)
@@ -488,8 +488,6 @@ class WorkerPool(_PoolBase):
             procs = dict(ctx=_mp_context(start_method), initializer=None, initargs=(), max_tasks=None)
         elif start_method is not None:
             raise ValueError("start_method is for workers='process'")
-        if ring_size is None:
-            ring_size = 65536 if procs is None else PROCESS_RING_SIZE
         pid = next(_pool_ids)
         names = [f"fastpool-worker-{pid}-{i}" for i in range(num_threads)]
         self._start(num_threads, processor, ring_size, names, procs=procs)

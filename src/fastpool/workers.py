@@ -237,9 +237,9 @@ def _process_main(name: str, idx: int, processor: Any, initializer: Any, initarg
                 _base.LOGGER.critical("Exception in initializer:", exc_info=True)
                 _core._leave_init_failed(seg, idx)
                 return
-        area = PayloadArea(seg.payload_view(), seg.task_capacity, seg.block_size,
+        area = PayloadArea(seg.payload_view(), seg.n_blocks, seg.block_size,
                            spill_prefix=spill_prefix)
-        _core.run_worker_process(seg, idx, _Runner(area, processor), max_tasks)
+        _core.run_worker_process(seg, idx, _Runner(seg, area, processor), max_tasks)
     finally:
         if area is not None:
             area.close()
@@ -249,19 +249,27 @@ def _process_main(name: str, idx: int, processor: Any, initializer: Any, initarg
 class _Runner:
     """Runs one task from its payload block; writes back its result or exception."""
 
-    def __init__(self, area: Any, processor: Any) -> None:
+    def __init__(self, seg: Any, area: Any, processor: Any) -> None:
+        import pickle
+
         from fastpool import _core
 
+        self.seg = seg
+        self.stream_of, self.put_stream = _core.block_stream, _core.block_put_stream
+        self.loads = pickle.loads
         self.area = area
         self.processor = processor
         self.kinds = (_core.PAYLOAD_ADD, _core.PAYLOAD_PROC, _core.PAYLOAD_CALL)
         self.ok, self.failed = _core.RESULT_PAYLOAD, _core.RESULT_PAYLOAD_ERR
 
     def __call__(self, slot: int, kind: int) -> int:
+        # `slot`: the task's payload block.
         area = self.area
         add, proc, call = self.kinds
         try:
-            task = area.read(slot, copy=False)
+            stream = self.stream_of(self.seg, slot)
+            task = self.loads(stream) if stream is not None else area.read(slot, copy=False)
+            stream = None
         except BaseException as e:
             # As the stdlib's process pool, whose worker dies of it (and the
             # pool breaks): a BrokenProcessPool, for this task alone.
@@ -285,7 +293,9 @@ class _Runner:
             return self._error(slot, e)
         task = None
         try:
-            area.write(slot, result)
+            prepared = area.prepare(result)
+            if prepared[1] or not self.put_stream(self.seg, slot, prepared[0]):
+                area.put(slot, prepared)
             return self.ok
         except BaseException as e:      # the result does not pickle
             result = None
