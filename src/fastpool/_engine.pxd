@@ -46,6 +46,8 @@ cdef class Core:
     cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1
     cdef int _push_task(self, fp_cell *c, uint64_t *pos) except -1
     cdef int _fail_slot(self, int32_t slot, object err) except -1
+    cdef int _put_payload(self, int32_t slot, fp_cell *c, object obj) except -1
+    cdef object _read_payload(self, int32_t slot)
     cdef int _post_map_helpers(self, AddJob job, int32_t helpers) except -1
     cdef object _new_future(self)
     cdef object _to_payload(self, fp_cell *c, object obj)

@@ -53,7 +53,7 @@ import os
 from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
 from operator import add as _operator_add
-from pickle import loads as _loads
+_loads = None       # pickle.loads, imported with the first process pool: import stays cheap
 
 cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void *)
@@ -90,6 +90,14 @@ cdef uint64_t _pow2_at_least(uint64_t n) noexcept:
     while c < n:
         c <<= 1
     return c
+
+
+cdef class _Unreadable:
+    """A payload that could not be unpickled (its exception)."""
+    cdef object exc
+
+    def __cinit__(self, exc):
+        self.exc = exc
 
 
 cdef class _Queued:
@@ -135,7 +143,9 @@ cdef class Core:
                                   _pow2_at_least(ring_size + 2 * num_threads + 2),
                                   named or n_blocks != 0, block_size, n_blocks)
         if n_blocks:
+            global _loads
             from fastpool._payload import PayloadArea
+            from pickle import loads as _loads
             self.procs = True
             self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size)
             self.free_blocks = <int32_t *>malloc(n_blocks * sizeof(int32_t))
@@ -365,7 +375,7 @@ cdef class Core:
 
     cdef inline bint _has_room(self, const fp_cell *c, object obj) noexcept:
         return (self.slots.nfree != 0 and self.record_credits >= self._cells_needed(c, obj)
-                and (self.n_free_blocks != 0 or not _needs_block(c.kind, self.procs)))
+                and (self.n_free_blocks != 0 or not self.procs or not _needs_block(c.kind, True)))
 
     cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1:
         """Give an encoded task a slot and its ring cells; wake a worker."""
@@ -385,17 +395,8 @@ cdef class Core:
         self.slots.job(slot).cells = need
         if c.kind != K_ADD_ARRAY:
             self.slots.job(slot).remaining = 1
-            if _needs_block(c.kind, self.procs):
-                self.n_free_blocks -= 1
-                c.a.i = self.free_blocks[self.n_free_blocks]
-                self.slots.job(slot).block = <int32_t>c.a.i + 1
-                try:
-                    if obj[1] or not block_put_stream(self.seg, c.a.i, obj[0]):
-                        self.area.put(<int>c.a.i, obj)
-                    self.slots.objs[slot] = None
-                except Exception as e:      # no room for a one-off segment
-                    c.kind = K_FAIL
-                    self.slots.objs[slot] = e
+            if self.procs and _needs_block(c.kind, True):
+                self._put_payload(slot, c, obj)
             self._push_task(c, &pos)
             self.slots.job(slot).pos = pos + 1
             fp_idle_wake(self.ctl)
@@ -417,6 +418,34 @@ cdef class Core:
         if self.grow_on_submit and self.n_spawned < self.n_workers:
             self._grow(need)
         return 0
+
+    cdef int _put_payload(self, int32_t slot, fp_cell *c, object obj) except -1:
+        # Worker processes: the task's pickle into a payload block, whose
+        # number travels in the cell (kept apart from _admit, the hot path
+        # of thread pools).
+        self.n_free_blocks -= 1
+        c.a.i = self.free_blocks[self.n_free_blocks]
+        self.slots.job(slot).block = <int32_t>c.a.i + 1
+        try:
+            if obj[1] or not block_put_stream(self.seg, c.a.i, obj[0]):
+                self.area.put(<int>c.a.i, obj)
+            self.slots.objs[slot] = None
+        except Exception as e:      # no room for a one-off segment
+            c.kind = K_FAIL
+            self.slots.objs[slot] = e
+        return 0
+
+    cdef object _read_payload(self, int32_t slot):
+        # The result (or exception) a worker process left in the task's
+        # block; what cannot be read comes back as an _Unreadable.
+        cdef int32_t block = self.slots.job(slot).block - 1
+        try:
+            stream = block_stream(self.seg, block)
+            if stream is not None:
+                return _loads(stream)
+            return self.area.read(block)
+        except BaseException as e:
+            return _Unreadable(e)
 
     cdef inline int _push_task(self, fp_cell *c, uint64_t *pos) except -1:
         # Admission control keeps the tasks in the ring below its capacity,
@@ -706,14 +735,8 @@ cdef class Core:
             # Read the block while the slot is still this task's: unpickling
             # lets other threads in, and once the slot is given back a
             # submit may write the next task's payload into its block.
-            try:
-                stream = block_stream(self.seg, self.slots.job(slot).block - 1)
-                if stream is not None:
-                    obj = _loads(stream)
-                else:
-                    obj = self.area.read(self.slots.job(slot).block - 1)
-            except BaseException as e:
-                obj = e
+            obj = self._read_payload(slot)
+            if type(obj) is _Unreadable:
                 kind = R_UNREADABLE
         self._release_slot(slot)
         if mode == MODE_QUIET:
@@ -732,7 +755,7 @@ cdef class Core:
             elif kind == R_PAYLOAD_ERR:
                 err = obj
             elif kind == R_UNREADABLE:
-                err = _unreadable_result(obj)
+                err = _unreadable_result((<_Unreadable>obj).exc)
             elif kind == R_ARRAY:
                 (<ArrayTask>obj).release()
                 value = (<ArrayTask>obj).result
@@ -861,11 +884,12 @@ cdef class Core:
 
     cdef void _release_slot(self, int32_t slot) noexcept:
         # Give back the slot, the ring cells and the payload block the task held.
-        self.record_credits += self.slots.job(slot).cells
-        if self.slots.job(slot).block:
-            self.free_blocks[self.n_free_blocks] = self.slots.job(slot).block - 1
+        cdef fp_job *job = self.slots.job(slot)
+        self.record_credits += job.cells
+        if job.block:
+            self.free_blocks[self.n_free_blocks] = job.block - 1
             self.n_free_blocks += 1
-        memset(self.slots.job(slot), 0, sizeof(fp_job))
+        memset(job, 0, sizeof(fp_job))
         self.slots.give(slot)
         self.tasks_out += 1
 
