@@ -62,3 +62,11 @@ def _refuse():
 
 def big_bytes(n):
     return b"x" * n
+
+
+class Counter:
+    def __init__(self, start):
+        self.value = start
+
+    def get(self, _):
+        return self.value

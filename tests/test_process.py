@@ -25,7 +25,7 @@ from _support import WAIT, Recorder, child_processes, shm_entries
 KINDS = ("thread", "process")
 
 
-from _tasks import (FailsToUnpickle, Unpicklable, big_bytes, crash, double, echo, fail, pid_of,
+from _tasks import (Counter, FailsToUnpickle, Unpicklable, big_bytes, crash, double, echo, fail, pid_of,
                     unpicklable_result, wait_for_file)
 
 var = contextvars.ContextVar("var", default="unset")
@@ -503,3 +503,17 @@ def test_more_python_tasks_than_payload_blocks(make_pool, tmp_path):
     flag.touch()
     assert len({f.result(timeout=WAIT) for f in futs}) == 1
     assert [f.result(timeout=WAIT) for f in natives] == [2 * i for i in range(100)]
+
+
+def test_functions_travel_by_reference_and_methods_with_their_object(make_pool):
+    # Plain functions are sent as a pickled reference made once; a bound
+    # method is pickled with each call, so its object's state is current.
+    pool = make_pool(2, workers="process")
+    counter = Counter(1)
+    assert pool.submit(counter.get, 0).result(timeout=WAIT) == 1
+    counter.value = 2
+    assert pool.submit(counter.get, 0).result(timeout=WAIT) == 2
+    assert [pool.submit(double, i).result(timeout=WAIT) for i in range(5)] == [0, 2, 4, 6, 8]
+    assert pool.submit(divmod, 7, 2).result(timeout=WAIT) == (3, 1)
+    with pytest.raises(Exception, match="pickle|lambda"):
+        pool.submit(lambda: 1).result(timeout=WAIT)

@@ -53,7 +53,8 @@ import os
 from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
 from operator import add as _operator_add
-_loads = None       # pickle.loads, imported with the first process pool: import stays cheap
+# pickle, imported with the first process pool: `import fastpool` stays cheap.
+_loads = _dumps = _Buffers = None
 
 cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void *)
@@ -143,9 +144,9 @@ cdef class Core:
                                   _pow2_at_least(ring_size + 2 * num_threads + 2),
                                   named or n_blocks != 0, block_size, n_blocks)
         if n_blocks:
-            global _loads
-            from fastpool._payload import PayloadArea
-            from pickle import loads as _loads
+            global _loads, _dumps, _Buffers
+            from fastpool._payload import PayloadArea, _Buffers
+            from pickle import loads as _loads, dumps as _dumps
             self.procs = True
             self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size)
             self.free_blocks = <int32_t *>malloc(n_blocks * sizeof(int32_t))
@@ -329,6 +330,17 @@ cdef class Core:
         # pickling error, through the native K_FAIL echo.
         if c.kind == K_PROC or c.kind == K_CALL or c.kind == K_ADD_PY:
             try:
+                if c.kind == K_CALL:
+                    # A plain function travels as its pickled reference,
+                    # made once (see workers.FunctionRefs); the call itself
+                    # is a tuple, which nothing needs to lift out of band.
+                    fn, args, kwargs = obj
+                    obj = (self._fn_ref(fn), args, kwargs)
+                    bufs = _Buffers()
+                    try:
+                        return _dumps(obj, 5, buffer_callback=bufs), bufs
+                    except TypeError:
+                        pass        # a memoryview among the arguments: prepare() lifts it
                 return self.area.prepare(obj)
             except Exception as e:
                 c.kind = K_FAIL

@@ -18,7 +18,7 @@ from fastpool import _future, kernels
 from fastpool._core import Core
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, WorkerExitedError
-from fastpool.workers import ProcessWorkers, ThreadWorkers
+from fastpool.workers import FunctionRefs, ProcessWorkers, ThreadWorkers
 
 TYPE_CHECKING = False   # typing costs milliseconds to import; annotations are strings
 if TYPE_CHECKING:
@@ -142,6 +142,7 @@ class _PoolBase(Core, Executor):
             self._kind: ThreadWorkers | ProcessWorkers = ThreadWorkers(self)
         else:
             self._spill_prefix = self._payload_prefix()
+            self._fn_ref = FunctionRefs().ref
             self._kind = ProcessWorkers(self, processor=self.processor, **procs)
         # Threads start when there is work for them: workers one by one as
         # tasks arrive and none is idle (WorkerPool; the executor has its

@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["ThreadWorkers", "ProcessWorkers"]
+__all__ = ["ThreadWorkers", "ProcessWorkers", "FunctionRefs"]
 
 TERMINATE_GRACE = 0.2    # seconds a terminating pool's worker process has to stop before it is killed
 
@@ -194,6 +194,40 @@ class ProcessWorkers:
         return _process_exited_error_type()(f"worker process {name} {how} while running this task")
 
 
+class FunctionRefs:
+    """Pickled references to plain functions, made once per function.
+
+    Pickling a function by reference looks its module up and checks the
+    name each time: most of the cost of a small task's payload.  A module
+    level function (or a builtin function of a module) pickles to the same
+    few bytes every time, so the pool sends those bytes and the worker
+    process keeps what they resolve to (`_Runner`).  Anything else (a bound
+    method, whose object pickles by value; a callable object) is pickled
+    with each call, as before.
+    """
+
+    MAX = 1024      # distinct functions remembered
+
+    def __init__(self) -> None:
+        from types import BuiltinFunctionType, FunctionType, ModuleType
+
+        self._refs: dict = {}
+        self._function, self._builtin, self._module = FunctionType, BuiltinFunctionType, ModuleType
+
+    def ref(self, fn: Any) -> Any:
+        t = type(fn)
+        if t is not self._function and not (t is self._builtin and type(fn.__self__) is self._module):
+            return fn
+        ref = self._refs.get(fn)    # functions hash by identity
+        if ref is None:
+            import pickle
+
+            ref = pickle.dumps(fn, 5)   # a lambda or a nested function raises here, as it would anyway
+            if len(self._refs) < self.MAX:
+                self._refs[fn] = ref
+        return ref
+
+
 _exited_type = None
 
 
@@ -255,6 +289,7 @@ class _Runner:
         from fastpool import _core
 
         self.seg = seg
+        self.functions: dict = {}       # FunctionRefs' bytes -> the function
         self.stream_of, self.put_stream = _core.block_stream, _core.block_put_stream
         self.loads = pickle.loads
         self.area = area
@@ -282,6 +317,12 @@ class _Runner:
             if kind == call:
                 fn, args, kwargs = task
                 task = None
+                if type(fn) is bytes:
+                    ref, fn = fn, self.functions.get(fn)
+                    if fn is None:
+                        fn = self.loads(ref)
+                        if len(self.functions) < FunctionRefs.MAX:
+                            self.functions[ref] = fn
                 result = fn(*args, **kwargs)
             elif kind == proc:
                 result = self.processor(task)
