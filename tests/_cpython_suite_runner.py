@@ -87,7 +87,10 @@ class _Recorder(unittest.TextTestResult):
 
     def stopTest(self, test):
         super().stopTest(test)
-        faulthandler.cancel_dump_traceback_later()
+        self.out.flush()
+        # Armed again, not cancelled: a hang between two tests (a class's
+        # teardown, a finalizer) dumps every stack too.
+        faulthandler.dump_traceback_later(TEST_SECONDS, exit=True)
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -123,6 +126,7 @@ def _mixins(tcf, kind: str) -> dict[str, type]:
 
 
 def main() -> int:
+    faulthandler.enable()     # a fatal signal in this process prints its stacks
     lib_dir, kind, mode, out_path, *only = sys.argv[1:]
     if kind not in EXECUTORS:
         raise SystemExit(f"unknown kind {kind!r}")
