@@ -252,7 +252,11 @@ def test_ctrl_c_during_close_leaves_no_segment():
                 if "close" in names:
                     break
                 threading.Event().wait(0.001)   # poll the main thread's stack
-            os.kill(os.getpid(), signal.SIGINT)
+            # To the main thread itself, as a terminal's Ctrl-C reaches a
+            # single-threaded program: sent to the process, the kernel may
+            # hand it to this thread, and the main thread, blocked in a
+            # wait, would only see it once close() has returned.
+            signal.pthread_kill(main, signal.SIGINT)
             threading.Event().wait(0.3)
             return t
 

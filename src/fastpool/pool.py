@@ -263,6 +263,11 @@ class _PoolBase(Core, Executor):
         # if any, has been failed with err.
         old, self._workers[idx] = self._workers[idx], None
         name = old.name if old is not None else self._worker_names[idx]
+        if self._kind.stopping and not held:
+            # The pool is stopping: a worker that left (seeing it stop
+            # before it was told) is not replaced.
+            self._emit("exit", name, None)
+            return
         if leaving == LEAVE_INIT_FAILED:
             self._emit("exit", name, None)
             self._initializer_failed()
@@ -272,7 +277,7 @@ class _PoolBase(Core, Executor):
         else:
             self._emit("exit", name, err)
             self._emit_error(err)
-        if self.state in (RUNNING, CLOSING):   # keep the pool's size
+        if self.state in (RUNNING, CLOSING) and not self._kind.stopping:   # keep the pool's size
             try:
                 with self._state_lock:
                     if self._workers[idx] is None:

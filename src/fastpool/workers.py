@@ -33,6 +33,7 @@ class ThreadWorkers:
     """Workers are threads of this process, running the loop without the GIL."""
 
     kind = "thread"
+    stopping = False
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
@@ -102,6 +103,8 @@ class ProcessWorkers:
 
     def start(self, idx: int, name: str) -> Any:
         pool = self._pool
+        if self._stopping:
+            raise RuntimeError("the pool's workers are stopping: no new worker process")
         p = self._ctx.Process(
             target=_process_main, name=name,
             args=(pool.shm_name, idx, self._processor, self._initializer, self._initargs,
@@ -157,6 +160,11 @@ class ProcessWorkers:
     def quiesce(self) -> None:
         with self._lock:
             self._stopping = True
+
+    @property
+    def stopping(self) -> bool:
+        """The pool is stopping its workers: none is replaced any more."""
+        return self._stopping
 
     def stop(self) -> None:
         with self._lock:
