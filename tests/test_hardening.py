@@ -241,6 +241,10 @@ def test_ctrl_c_during_close_leaves_no_segment():
     script = """
         import os, signal, sys, threading, fastpool
 
+        # Ctrl-C raises KeyboardInterrupt even if this process was started
+        # with SIGINT ignored (as a shell's background job is).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
         def task(t):
             main = threading.main_thread().ident
             while True:

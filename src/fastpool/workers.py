@@ -133,9 +133,7 @@ class ProcessWorkers:
                     os.read(self._wake_r, 4096)
                     continue
                 idx, p = watched[ready]
-                p.join()
-                status = p.exitcode
-                p.close()       # its sentinel and pipes, now, not when collected
+                status = _reap(p)
                 with self._lock:
                     if self._procs.get(idx) is p:
                         del self._procs[idx]
@@ -150,7 +148,7 @@ class ProcessWorkers:
         # then fails with PoolClosedError).
         try:
             handle.join(TERMINATE_GRACE if terminating else None)
-            if handle.exitcode is None:
+            if handle.exitcode is None and not _ended(handle):
                 handle.kill()
                 handle.join()
         except ValueError:
@@ -175,7 +173,7 @@ class ProcessWorkers:
         if watcher is not None:
             watcher.join()
         for p in self._joined:
-            p.close()
+            _close(p)
         self._joined.clear()
         os.close(self._wake_r)
         os.close(self._wake_w)
@@ -234,6 +232,35 @@ class FunctionRefs:
             if len(self._refs) < self.MAX:
                 self._refs[fn] = ref
         return ref
+
+
+def _reap(p: Any) -> int | None:
+    """Wait for process `p`, whose sentinel is ready, let go of its fds; its
+    exit status, or None if someone else reaped it first (multiprocessing's
+    active_children() does, from any thread)."""
+    p.join()
+    status = p.exitcode
+    _close(p)
+    return status
+
+
+def _ended(p: Any) -> bool:
+    # Its sentinel, not its exit code: that is None too when someone else
+    # reaped it.
+    from multiprocessing.connection import wait
+
+    return bool(wait([p.sentinel], 0))
+
+
+def _close(p: Any) -> None:
+    try:
+        p.close()
+    except ValueError:
+        # Reaped by someone else, so this Process cannot tell that it has
+        # ended: drop its fds the way its finalizer would.
+        popen = getattr(p, "_popen", None)
+        if popen is not None and hasattr(popen, "close"):
+            popen.close()
 
 
 _exited_type = None
