@@ -295,12 +295,11 @@ class ProcessPoolExecutor(Executor):
         """Executor.map; `chunksize` items travel to a worker together."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        from concurrent.futures.process import _chain_from_iterable_of_lists, _get_chunks, _process_chunk
         import functools
 
-        results = super().map(functools.partial(_process_chunk, fn),
-                              _get_chunks(*iterables, chunksize=chunksize), timeout=timeout)
-        return _chain_from_iterable_of_lists(results)
+        results = super().map(functools.partial(_run_chunk, fn), _chunks(iterables, chunksize),
+                              timeout=timeout)
+        return _flatten(results)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Executor.shutdown: accept nothing new, optionally cancel what has
@@ -319,3 +318,26 @@ class ProcessPoolExecutor(Executor):
         Returns once nothing will run any more."""
         self._shutdown = True
         self._pool.terminate()
+
+
+def _chunks(iterables: tuple, chunksize: int) -> Iterator[tuple]:
+    """The argument tuples of map(), `chunksize` at a time."""
+    it = zip(*iterables)
+    while True:
+        chunk = tuple(itertools.islice(it, chunksize))
+        if not chunk:
+            return
+        yield chunk
+
+
+def _run_chunk(fn: Callable[..., Any], chunk: tuple) -> list:
+    """In a worker process: one chunk of a map()."""
+    return [fn(*args) for args in chunk]
+
+
+def _flatten(results: Iterator[list]) -> Iterator[Any]:
+    # Chunk by chunk, dropping each as it is consumed (as the stdlib's map).
+    for chunk in results:
+        chunk.reverse()
+        while chunk:
+            yield chunk.pop()
