@@ -392,13 +392,20 @@ def test_workers_and_segment_go_when_the_owner_is_killed(tmp_path):
         proc.kill()
         proc.wait()
         proc.stdout.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        alive = [p for p in pids if os.path.exists(f"/proc/{p}")]
-        if not alive and name not in shm_entries():
-            break
-        time.sleep(0.02)
-    assert not [p for p in pids if os.path.exists(f"/proc/{p}")], "worker processes outlived their owner"
+    # Wait on the workers themselves: a pidfd is readable once its process has exited.
+    import select
+
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue        # gone already
+        try:
+            ready, _, _ = select.select([fd], [], [], 10)
+        finally:
+            os.close(fd)
+        assert ready, f"worker process {pid} outlived its owner by 10 s"
+    # Each worker removes the segment before it exits.
     assert name not in shm_entries(), "the segment outlived its owner"
 
 
