@@ -80,7 +80,8 @@ class _Recorder(unittest.TextTestResult):
         self.out.flush()
 
     def startTest(self, test):
-        faulthandler.dump_traceback_later(TEST_SECONDS, exit=True)
+        faulthandler.dump_traceback_later(TEST_SECONDS, exit=True, file=sys.__stderr__)
+        self._streams = sys.stdout, sys.stderr
         self._started = time.monotonic()
         self._write(test, "started")
         super().startTest(test)
@@ -88,9 +89,14 @@ class _Recorder(unittest.TextTestResult):
     def stopTest(self, test):
         super().stopTest(test)
         self.out.flush()
+        # As regrtest does: a test that replaced sys.stderr does not take
+        # it from the tests after it.  Some replace it from a thread that
+        # unpickles a result (_raise_error_ignore_stderr), and a pool that
+        # completes fast can do so before the test has saved the original.
+        sys.stdout, sys.stderr = self._streams
         # Armed again, not cancelled: a hang between two tests (a class's
         # teardown, a finalizer) dumps every stack too.
-        faulthandler.dump_traceback_later(TEST_SECONDS, exit=True)
+        faulthandler.dump_traceback_later(TEST_SECONDS, exit=True, file=sys.__stderr__)
 
     def addSuccess(self, test):
         super().addSuccess(test)
@@ -168,7 +174,13 @@ def main() -> int:
     suite = unittest.TestSuite(loader.loadTestsFromTestCase(cls) for cls in classes)
     with open(out_path, "w") as out:
         _Recorder.out = out
-        unittest.TextTestRunner(stream=sys.stderr, verbosity=2, resultclass=_Recorder).run(suite)
+        try:
+            unittest.TextTestRunner(stream=sys.stderr, verbosity=2, resultclass=_Recorder).run(suite)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc(file=sys.__stderr__)    # sys.stderr may be a test's by now
+            raise
     return 0
 
 
