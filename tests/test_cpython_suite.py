@@ -18,6 +18,7 @@ ALLOWED_TO_FAIL_ON_FASTPOOL, each with its reason.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import json
 import os
 import shutil
@@ -219,6 +220,16 @@ def _fail_on_missing(results: dict, logs: dict, allowed: frozenset = frozenset()
                     + "\n".join(report) + f"\n--- end of fastpool's run:\n{_tails(logs['fastpool'], 6000)}")
 
 
+@pytest.fixture(autouse=True)
+def _no_early_stack_dump():
+    """These tests run for minutes by design: the hang guard is each one's
+    own pytest-timeout limit, and the runner's watchdog per CPython test,
+    not the suite-wide faulthandler_timeout, which would dump every stack
+    into the output of a healthy run."""
+    faulthandler.cancel_dump_traceback_later()
+    yield
+
+
 @pytest.mark.timeout(RUN_SECONDS + 360)    # and a first fetch, if the cache is empty
 def test_cpython_thread_pool_suite_passes_on_fastpool(tmp_path):
     lib = _fetch_suite()
@@ -237,6 +248,7 @@ def test_cpython_thread_pool_suite_passes_on_fastpool(tmp_path):
 def process_suite(tmp_path_factory):
     """The process-pool classes' outcomes on the stdlib, and on fastpool once it has a
     ProcessPoolExecutor: ({mode: {test id: (outcome, detail)}}, {mode: {run: output}})."""
+    faulthandler.cancel_dump_traceback_later()    # see _no_early_stack_dump: set up before it
     lib = _fetch_suite()
     modes = ("stdlib", "fastpool") if hasattr(fastpool, "ProcessPoolExecutor") else ("stdlib",)
     return _run_suite(tmp_path_factory.mktemp("process-suite"), lib, "process", modes,
