@@ -110,7 +110,51 @@ class _ExecutorPool(_PoolBase):
         self._fail_unstarted(lambda: broken(self._broken))
 
 
-class ThreadPoolExecutor(Executor):
+class _PoolExecutor(Executor):
+    """What both executors share: a private pool behind the Executor API."""
+
+    _pool: _ExecutorPool
+
+    @property
+    def _broken(self) -> str | bool:
+        return self._pool._broken
+
+    def _broken_error(self, why: str) -> Exception:
+        raise NotImplementedError
+
+    def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> PoolFuture:
+        pool = self._pool
+        if pool._broken:
+            raise self._broken_error(pool._broken)
+        if self._shutdown:
+            raise RuntimeError(_AFTER_SHUTDOWN)
+        if _stdlib_thread._shutdown:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        try:
+            return pool._submit_call(fn, args, kwargs)
+        except PoolClosedError:
+            raise RuntimeError(_AFTER_SHUTDOWN) from None
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Executor.shutdown: accept nothing new, optionally cancel what has
+        not started, and (wait=True) return once every worker has stopped."""
+        self._shutdown = True
+        self._pool.shutdown(wait, cancel_futures=cancel_futures)
+
+    def close(self) -> None:
+        """shutdown(wait=True), as WorkerPool.close()."""
+        self._shutdown = True
+        self._pool.close()
+
+    def terminate(self) -> None:
+        """Start nothing new: futures that have not started fail with
+        PoolClosedError; in a process pool running ones too (their workers
+        are stopped).  Returns once nothing will run any more."""
+        self._shutdown = True
+        self._pool.terminate()
+
+
+class ThreadPoolExecutor(_PoolExecutor):
     """Drop-in for `concurrent.futures.ThreadPoolExecutor`.
 
     Threads start on demand up to `max_workers` (a new one while there are
@@ -159,24 +203,13 @@ class ThreadPoolExecutor(Executor):
     def _threads(self) -> set:
         return self._pool._threads
 
-    @property
-    def _broken(self) -> str | bool:
-        return self._pool._broken
+    def _broken_error(self, why: str) -> Exception:
+        return BrokenThreadPool(why)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> PoolFuture:
         """Run fn(*args, **kwargs) in a worker thread; a Future for its result."""
-        pool = self._pool
-        if pool._broken:
-            raise BrokenThreadPool(pool._broken)
-        if self._shutdown:
-            raise RuntimeError(_AFTER_SHUTDOWN)
-        if _stdlib_thread._shutdown:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        try:
-            fut = pool._submit_call(fn, args, kwargs)
-        except PoolClosedError:
-            raise RuntimeError(_AFTER_SHUTDOWN) from None
-        pool._adjust_thread_count(self._max_workers)
+        fut = self._submit(fn, args, kwargs)
+        self._pool._adjust_thread_count(self._max_workers)
         return fut
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
@@ -194,25 +227,8 @@ class ThreadPoolExecutor(Executor):
             return self._pool.map(fn, items, timeout=timeout, chunksize=chunksize)
         return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Executor.shutdown: accept nothing new, optionally cancel what has
-        not started, and (wait=True) return once every thread has stopped."""
-        self._shutdown = True
-        self._pool.shutdown(wait, cancel_futures=cancel_futures)
 
-    def close(self) -> None:
-        """shutdown(wait=True), as WorkerPool.close()."""
-        self._shutdown = True
-        self._pool.close()
-
-    def terminate(self) -> None:
-        """Start nothing new: futures that have not started fail with
-        PoolClosedError.  Returns once nothing will run any more."""
-        self._shutdown = True
-        self._pool.terminate()
-
-
-class ProcessPoolExecutor(Executor):
+class ProcessPoolExecutor(_PoolExecutor):
     """Drop-in for `concurrent.futures.ProcessPoolExecutor`.
 
     Worker processes (started with `mp_context`: by default forkserver
@@ -270,25 +286,14 @@ class ProcessPoolExecutor(Executor):
                        max_tasks=max_tasks_per_child))
         weakref.finalize(self, pool._dropped).atexit = False
 
-    @property
-    def _broken(self) -> str | bool:
-        return self._pool._broken
+    def _broken_error(self, why: str) -> Exception:
+        from concurrent.futures.process import BrokenProcessPool
+
+        return BrokenProcessPool(why)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> PoolFuture:
         """Run fn(*args, **kwargs) in a worker process; a Future for its result."""
-        pool = self._pool
-        if pool._broken:
-            from concurrent.futures.process import BrokenProcessPool
-
-            raise BrokenProcessPool(pool._broken)
-        if self._shutdown:
-            raise RuntimeError(_AFTER_SHUTDOWN)
-        if _stdlib_thread._shutdown:
-            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        try:
-            return pool._submit_call(fn, args, kwargs)
-        except PoolClosedError:
-            raise RuntimeError(_AFTER_SHUTDOWN) from None
+        return self._submit(fn, args, kwargs)
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
@@ -300,24 +305,6 @@ class ProcessPoolExecutor(Executor):
         results = super().map(functools.partial(_run_chunk, fn), _chunks(iterables, chunksize),
                               timeout=timeout)
         return _flatten(results)
-
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Executor.shutdown: accept nothing new, optionally cancel what has
-        not started, and (wait=True) return once every worker has stopped."""
-        self._shutdown = True
-        self._pool.shutdown(wait, cancel_futures=cancel_futures)
-
-    def close(self) -> None:
-        """shutdown(wait=True), as WorkerPool.close()."""
-        self._shutdown = True
-        self._pool.close()
-
-    def terminate(self) -> None:
-        """Start nothing new: futures that have not started fail with
-        PoolClosedError, running ones too (their workers are stopped).
-        Returns once nothing will run any more."""
-        self._shutdown = True
-        self._pool.terminate()
 
 
 def _chunks(iterables: tuple, chunksize: int) -> Iterator[tuple]:
