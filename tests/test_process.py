@@ -345,20 +345,14 @@ def test_a_thousand_crashes_leave_nothing_behind(make_pool):
     assert samples[-1][2] - samples[1][2] < 16 << 20, samples
 
 
-def test_a_worker_that_dies_holding_a_task_cell_does_not_wedge_the_ring(make_pool):
-    # A worker process dies between claiming a task cell and releasing it
-    # (a fault point of the worker loop): the task fails alone, and the ring
-    # goes on through that cell lap after lap.
+@pytest.mark.parametrize("point", ["claim", "publish"])
+def test_a_worker_that_dies_holding_a_ring_cell_does_not_wedge_the_ring(make_pool, point):
+    # A worker process dies between claiming a cell and releasing it (a
+    # task cell it takes, or the result cell it publishes into: fault
+    # points of the worker loop): the task fails alone, and the rings go
+    # on through that cell lap after lap.
     pool = make_pool(1, double, workers="process", ring_size=4)
-    pool._inject_fault("claim", 1)
-    err = pool.run(1).exception(timeout=WAIT)
-    assert isinstance(err, WorkerExitedError)
-    assert [pool.run(i).result(timeout=WAIT) for i in range(40)] == [2 * i for i in range(40)]
-
-
-def test_a_worker_that_dies_publishing_does_not_wedge_the_result_ring(make_pool):
-    pool = make_pool(1, double, workers="process", ring_size=4)
-    pool._inject_fault("publish", 1)
+    pool._inject_fault(point, 1)
     err = pool.run(1).exception(timeout=WAIT)
     assert isinstance(err, WorkerExitedError)
     assert [pool.run(i).result(timeout=WAIT) for i in range(40)] == [2 * i for i in range(40)]
