@@ -5,8 +5,10 @@ message, never a stuck run.
 """
 from __future__ import annotations
 
-import os
 import contextlib
+import itertools
+import os
+import socket
 import threading
 import time
 from collections import defaultdict
@@ -14,6 +16,47 @@ from collections import defaultdict
 WAIT = 30.0  # upper bound for any single wait on an Event or a future
 
 SHM_DIR = "/dev/shm"
+
+_gate_ids = itertools.count()
+
+
+class Gate:
+    """Holds the tasks that call `_tasks.wait_at_gate(gate.name)`, in worker
+    threads or worker processes alike, until `open()`.
+
+    A listening Unix socket (abstract: nothing on disk): a task connects and
+    blocks reading; `arrived()` accepts one, so it returns once a task is
+    running; `open()` closes the listener, which resets every waiting
+    connection, and a task that comes later finds nothing to wait on.
+    """
+
+    def __init__(self) -> None:
+        self.name = f"\0fastpool-test-gate-{os.getpid()}-{next(_gate_ids)}"
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(self.name)
+        self._listener.listen(1024)
+        self._arrived: list[socket.socket] = []
+        self._lock = threading.Lock()
+
+    def arrived(self, timeout: float = WAIT) -> None:
+        """Returns once one more task waits at the gate (raises after timeout)."""
+        self._listener.settimeout(timeout)
+        conn, _ = self._listener.accept()
+        with self._lock:
+            self._arrived.append(conn)
+
+    def open(self) -> None:
+        with self._lock:
+            self._listener.close()
+            for conn in self._arrived:
+                conn.close()
+            self._arrived.clear()
+
+    def __enter__(self) -> "Gate":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.open()
 
 
 def threads_named(prefix: str) -> list[threading.Thread]:

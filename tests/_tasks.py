@@ -4,7 +4,7 @@ reference, and in a module that imports little, so that a worker process
 import ctypes
 import os
 import signal
-import time
+import socket
 
 
 def double(x):
@@ -29,10 +29,17 @@ def pid_of(_):
     return os.getpid()
 
 
-def wait_for_file(path):
-    # Blocks until the test creates `path`: a task that is running, for sure.
-    while not os.path.exists(path):
-        time.sleep(0.001)
+def wait_at_gate(name):
+    # Blocks until the test opens the gate (_support.Gate): a task that is
+    # running, for sure.  Returns this worker's pid.
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(name)
+        s.recv(1)           # b"" or a reset: the gate opened
+    except OSError:
+        pass                # it was open already
+    finally:
+        s.close()
     return os.getpid()
 
 

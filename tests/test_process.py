@@ -20,13 +20,13 @@ import pytest
 
 import fastpool
 from fastpool import WorkerExitedError, WorkerPool
-from _support import WAIT, Recorder, child_processes, shm_entries
+from _support import WAIT, Gate, Recorder, child_processes, shm_entries
 
 KINDS = ("thread", "process")
 
 
 from _tasks import (Counter, FailsToUnpickle, Unpicklable, big_bytes, crash, double, echo, fail, pid_of,
-                    unpicklable_result, wait_for_file)
+                    unpicklable_result, wait_at_gate)
 
 var = contextvars.ContextVar("var", default="unset")
 
@@ -105,17 +105,19 @@ def test_close_completes_everything_accepted(pool_of):
         pool.run(1)
 
 
-def test_terminate_fails_what_has_not_started(pool_of, tmp_path):
-    flag = tmp_path / "go"
-    pool = pool_of(wait_for_file, num_threads=1, ring_size=2)
-    first = pool.run(str(flag))
-    rest = [pool.run(str(flag)) for _ in range(20)]
-    stopper = threading.Timer(0.3, flag.touch)   # lets the first task end (threads cannot be killed)
-    stopper.start()
+def test_terminate_fails_what_has_not_started(pool_of):
+    gate = Gate()
+    pool = pool_of(wait_at_gate, num_threads=1, ring_size=2)
+    first = pool.run(gate.name)
+    gate.arrived()
+    rest = [pool.run(gate.name) for _ in range(20)]
+    # The first task ends (a thread cannot be killed) only once the tasks
+    # that had not started have failed: terminate() must not wait for it
+    # before failing them, or this never returns.
+    rest[-1].add_done_callback(lambda _: gate.open())
     pool.terminate()
-    stopper.join()
     errors = [f.exception(timeout=0) for f in rest]
-    assert all(isinstance(e, fastpool.PoolClosedError) for e in errors[1:])
+    assert all(isinstance(e, fastpool.PoolClosedError) for e in errors)
     assert first.done()
 
 
@@ -172,14 +174,13 @@ def test_a_numpy_array_comes_back_equal(make_pool):
     assert out.dtype == a.dtype and np.array_equal(out, a * 2)
 
 
-def test_a_queued_task_is_read_at_submit(make_pool, tmp_path):
-    flag = tmp_path / "go"
+def test_a_queued_task_is_read_at_submit(make_pool):
     pool = make_pool(1, echo, workers="process", ring_size=2)
-    blockers = [pool.submit(wait_for_file, str(flag)) for _ in range(2)]
-    task = bytearray(b"before" * 20000)            # large: out of band
-    fut = pool.run(task)
-    task[:6] = b"after!"
-    flag.touch()
+    with Gate() as gate:
+        blockers = [pool.submit(wait_at_gate, gate.name) for _ in range(2)]
+        task = bytearray(b"before" * 20000)            # large: out of band
+        fut = pool.run(task)
+        task[:6] = b"after!"
     assert bytes(fut.result(timeout=WAIT)[:6]) == b"before"
     for b in blockers:
         b.result(timeout=WAIT)
@@ -248,20 +249,17 @@ def test_a_worker_killed_while_idle_only_reports(make_pool):
     assert all(isinstance(pool.run(i).result(timeout=WAIT), int) for i in range(20))
 
 
-def test_the_next_task_starts_soon_after_a_kill(make_pool, tmp_path):
-    flag = tmp_path / "never"
-    pool = make_pool(2, wait_for_file, workers="process")
-    running = pool.run(str(flag))
-    deadline = time.monotonic() + WAIT
-    while not any(s is not None for s in pool._held_slots()):
-        assert time.monotonic() < deadline
-        time.sleep(0.001)
+def test_the_next_task_starts_soon_after_a_kill(make_pool):
+    gate = Gate()
+    pool = make_pool(2, wait_at_gate, workers="process")
+    running = pool.run(gate.name)
+    gate.arrived()
     [victim] = [pid for pid in _worker_pids(pool) if _holds_a_task(pool, pid)]
     os.kill(victim, signal.SIGKILL)
     assert isinstance(running.exception(timeout=WAIT), WorkerExitedError)
     t = time.monotonic()
-    flag.touch()
-    assert isinstance(pool.run(str(flag)).result(timeout=WAIT), int)
+    gate.open()
+    assert isinstance(pool.run(gate.name).result(timeout=WAIT), int)
     assert time.monotonic() - t < 5       # generous here; the bench measures it
 
 
@@ -281,6 +279,7 @@ def _holds_a_task(pool, pid):
     return any(p == pid and held[i] is not None for i, p in enumerate(pids))
 
 
+@pytest.mark.timeout(240)      # hundreds of replacements: seconds on a quiet machine
 def test_random_kills_every_task_completes_exactly_once(make_pool):
     pool = make_pool(2, double, workers="process", ring_size=64)
     n = 10_000
@@ -321,6 +320,7 @@ def test_random_kills_every_task_completes_exactly_once(make_pool):
     assert lost < n // 10
 
 
+@pytest.mark.timeout(240)      # a thousand replacements: about 30 s on a quiet machine
 def test_a_thousand_crashes_leave_nothing_behind(make_pool):
     pool = make_pool(2, crash, workers="process")
 
@@ -494,14 +494,13 @@ def test_queued_futures_with_done_callbacks_and_cancels(make_pool):
             assert f.result(timeout=0) == 2 * i
 
 
-def test_more_python_tasks_than_payload_blocks(make_pool, tmp_path):
+def test_more_python_tasks_than_payload_blocks(make_pool):
     # 256 Python tasks at most are in the rings at once (one payload block
     # each); the rest wait in the FIFO and run in order.
-    flag = tmp_path / "go"
-    pool = make_pool(1, wait_for_file, workers="process")
-    futs = [pool.run(str(flag)) for _ in range(600)]
-    natives = [pool.submit(fastpool.kernels.add, (i, i)) for i in range(100)]
-    flag.touch()
+    pool = make_pool(1, wait_at_gate, workers="process")
+    with Gate() as gate:
+        futs = [pool.run(gate.name) for _ in range(600)]
+        natives = [pool.submit(fastpool.kernels.add, (i, i)) for i in range(100)]
     assert len({f.result(timeout=WAIT) for f in futs}) == 1
     assert [f.result(timeout=WAIT) for f in natives] == [2 * i for i in range(100)]
 
