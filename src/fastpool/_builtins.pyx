@@ -72,3 +72,40 @@ cdef void _add_map(fp_map_job *j, int64_t k) noexcept nogil:
 
 add = fp_register_kernel("add", 2, _add_scalar, _add_array, _add_map, operator.add)
 
+
+
+# -- mul: a * b -------------------------------------------------------------
+
+cdef uint32_t _mul_scalar(uint32_t floats, const fp_word *o, fp_word *r) noexcept nogil:
+    if floats == 0:
+        fp_mul_i128(o[0].i, o[1].i, &r[0].i, &r[1].i)
+        return R_INT
+    r[0].d = fp_as_double(floats, o, 0) * fp_as_double(floats, o, 1)
+    return R_FLOAT
+
+cdef inline void _mul_lanes(const fp_job *j, int64_t lo, int64_t hi, fp_lane *out) noexcept nogil:
+    cdef const fp_lane *a = <const fp_lane *>j.a
+    cdef const fp_lane *b = <const fp_lane *>j.b
+    cdef int64_t i
+    for i in range(lo, hi):
+        out[i] = _lane_mul(a[i], b[i])
+
+cdef void _mul_array(const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
+    cdef int32_t t = j.dtype & ~DT_SIGNED
+    if t == DT_F64:
+        _mul_lanes(j, lo, hi, <double *>j.out)
+    elif t == DT_F32:
+        _mul_lanes(j, lo, hi, <float *>j.out)
+    elif t == DT_I64:
+        _mul_lanes(j, lo, hi, <uint64_t *>j.out)
+    elif t == DT_I32:
+        _mul_lanes(j, lo, hi, <uint32_t *>j.out)
+    elif t == DT_I16:
+        _mul_lanes(j, lo, hi, <uint16_t *>j.out)
+    else:
+        _mul_lanes(j, lo, hi, <uint8_t *>j.out)
+
+cdef void _mul_map(fp_map_job *j, int64_t k) noexcept nogil:
+    fp_map_encode(j, k, 2, _mul_scalar)
+
+mul = fp_register_kernel("mul", 2, _mul_scalar, _mul_array, _mul_map, operator.mul)

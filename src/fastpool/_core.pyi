@@ -8,6 +8,7 @@ class Kernel:
     def __call__(self, task: Any) -> Any: ...
 
 add: Kernel
+mul: Kernel
 
 def kernel_py_op(kind: int) -> Callable[..., Any]: ...
 
