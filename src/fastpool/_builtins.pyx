@@ -109,3 +109,51 @@ cdef void _mul_map(fp_map_job *j, int64_t k) noexcept nogil:
     fp_map_encode(j, k, 2, _mul_scalar)
 
 mul = fp_register_kernel("mul", 2, _mul_scalar, _mul_array, _mul_map, operator.mul)
+
+
+# -- fma: a * b + c ---------------------------------------------------------
+#
+# As Python evaluates it: a * b first (an exact int when both are ints),
+# then + c; each step rounded once when it is a float.
+
+cdef uint32_t _fma_scalar(uint32_t floats, const fp_word *o, fp_word *r) noexcept nogil:
+    if floats == 0:
+        fp_fma_i128(o[0].i, o[1].i, o[2].i, &r[0].i, &r[1].i)
+        return R_INT
+    if floats == 4:
+        # int * int + float: the exact product, rounded once, plus c
+        r[0].d = fp_mul_i128_to_double(o[0].i, o[1].i) + o[2].d
+    else:
+        r[0].d = fp_as_double(floats, o, 0) * fp_as_double(floats, o, 1) + fp_as_double(floats, o, 2)
+    return R_FLOAT
+
+cdef inline void _fma_lanes(const fp_job *j, int64_t lo, int64_t hi, fp_lane *out) noexcept nogil:
+    cdef const fp_lane *a = <const fp_lane *>j.a
+    cdef const fp_lane *b = <const fp_lane *>j.b
+    cdef const fp_lane *c = <const fp_lane *>j.c
+    cdef int64_t i
+    for i in range(lo, hi):
+        out[i] = _lane_add(_lane_mul(a[i], b[i]), c[i])
+
+cdef void _fma_array(const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
+    cdef int32_t t = j.dtype & ~DT_SIGNED
+    if t == DT_F64:
+        _fma_lanes(j, lo, hi, <double *>j.out)
+    elif t == DT_F32:
+        _fma_lanes(j, lo, hi, <float *>j.out)
+    elif t == DT_I64:
+        _fma_lanes(j, lo, hi, <uint64_t *>j.out)
+    elif t == DT_I32:
+        _fma_lanes(j, lo, hi, <uint32_t *>j.out)
+    elif t == DT_I16:
+        _fma_lanes(j, lo, hi, <uint16_t *>j.out)
+    else:
+        _fma_lanes(j, lo, hi, <uint8_t *>j.out)
+
+cdef void _fma_map(fp_map_job *j, int64_t k) noexcept nogil:
+    fp_map_encode(j, k, 3, _fma_scalar)
+
+def _fma(a, b, c):
+    return a * b + c
+
+fma = fp_register_kernel("fma", 3, _fma_scalar, _fma_array, _fma_map, _fma)

@@ -9,6 +9,7 @@ class Kernel:
 
 add: Kernel
 mul: Kernel
+fma: Kernel
 
 def kernel_py_op(kind: int) -> Callable[..., Any]: ...
 

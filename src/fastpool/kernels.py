@@ -8,6 +8,6 @@ optional "out".  A pool runs native kernels in its worker threads without
 the GIL; called directly, a kernel computes the task in the calling thread:
 `add({"a": 1, "b": 2}) == 3`.
 """
-from fastpool._core import Kernel, add, mul
+from fastpool._core import Kernel, add, fma, mul
 
-__all__ = ["Kernel", "add", "mul"]
+__all__ = ["Kernel", "add", "mul", "fma"]
