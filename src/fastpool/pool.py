@@ -459,8 +459,9 @@ class _PoolBase(Core, Executor):
 class WorkerPool(_PoolBase):
     """A fixed set of workers running tasks from a FIFO: the Node.js WorkerPool.
 
-    `processor` is what a worker does with a task: None for the native add
-    kernel (`fastpool.kernels.add`), or any callable f(task) -> result.
+    `processor` is what a worker does with a task: a native kernel
+    (`fastpool.kernels.add`, the default, `mul` or `fma`), or any callable
+    f(task) -> result.
     `workers="thread"` (the default) runs it in threads of this process,
     native kernels without the GIL, Python code with it.  `workers="process"`
     runs it in worker processes (started with `start_method`: None for
