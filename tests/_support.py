@@ -323,3 +323,38 @@ def add_through(path, make_pool, task):
     result = None if err is not None else fut.result()
     pool.close()
     return err, result
+
+
+def assert_same_number(result, expected):
+    """Same type and value as Python's result; NaN matches NaN and -0.0 only -0.0.
+    (numpy's floats are not all Python floats: anything but an int is compared so.)"""
+    import math
+
+    assert type(result) is type(expected), (result, expected)
+    if not isinstance(expected, int) and math.isnan(expected):
+        assert math.isnan(result)
+    elif not isinstance(expected, int):
+        assert result == expected and math.copysign(1, result) == math.copysign(1, expected), (
+            result, expected)
+    else:
+        assert result == expected
+
+
+def assert_same_outcome(got, expected):
+    """(err, result) pairs: the same exception (type and message) or the same number."""
+    (err, result), (expected_err, expected_result) = got, expected
+    if expected_err is not None:
+        assert type(err) is type(expected_err), (err, expected_err)
+        assert str(err) == str(expected_err)
+        assert result is None
+    else:
+        assert err is None, err
+        assert_same_number(result, expected_result)
+
+
+def outcome(fn, *args):
+    """(None, fn(*args)), or (the exception, None)."""
+    try:
+        return None, fn(*args)
+    except Exception as e:
+        return e, None

@@ -3,9 +3,15 @@ from typing import Any, Callable, Iterator
 
 class Kernel:
     name: str
+    nops: int
+    py_op: Callable[..., Any]
     def __call__(self, task: Any) -> Any: ...
 
 add: Kernel
+mul: Kernel
+fma: Kernel
+
+def kernel_py_op(kind: int) -> Callable[..., Any]: ...
 
 class Ring:
     capacity: int

@@ -5,6 +5,7 @@ cdef class Core:
     cdef fp_ctl *ctl
     cdef fp_ring *tasks
     cdef fp_ring *results
+    cdef fp_word *operands          # the segment's operand words (a kernel's third operand)
     cdef SlotTable slots
     cdef object overflow
     cdef int32_t n_overflow
@@ -39,16 +40,17 @@ cdef class Core:
     cdef int32_t n_free_blocks
 
     cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
-    cdef object _encode(self, int op, object task, fp_cell *c)
+    cdef object _encode(self, int op, object task, fp_cell *c, fp_word *x)
     cdef object _context_snapshot(self)
     cdef int32_t _cells_needed(self, const fp_cell *c, object obj) noexcept
     cdef bint _has_room(self, const fp_cell *c, object obj) noexcept
-    cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1
+    cdef int _admit(self, fp_cell *c, const fp_word *x, object obj, object cb, object ctx,
+                    uint8_t mode) except -1
     cdef int _push_task(self, fp_cell *c, uint64_t *pos) except -1
     cdef int _fail_slot(self, int32_t slot, object err) except -1
     cdef int _put_payload(self, int32_t slot, fp_cell *c, object obj) except -1
     cdef object _read_payload(self, int32_t slot)
-    cdef int _post_map_helpers(self, AddJob job, int32_t helpers) except -1
+    cdef int _post_map_helpers(self, MapJob job, int32_t helpers) except -1
     cdef object _new_future(self)
     cdef object _to_payload(self, fp_cell *c, object obj)
     cdef int32_t _held_by(self, int idx) noexcept

@@ -52,7 +52,6 @@ from libc.string cimport memset
 import os
 from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
-from operator import add as _operator_add
 # pickle, imported with the first process pool: `import fastpool` stays cheap.
 _loads = _dumps = _Buffers = None
 
@@ -60,9 +59,9 @@ cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void *)
 
 cdef enum:
-    OP_NATIVE_ADD = 1
-    OP_PROC = 2
-    OP_CALL = 3
+    # what a submit runs: a native kernel (its index in the table, >= 0), or
+    OP_PROC = -1           # the pool's processor(task)
+    OP_CALL = -2           # fn(*args, **kwargs)
 
     MODE_CALLBACK = 0
     MODE_FUTURE = 1
@@ -84,7 +83,7 @@ cdef void _hook_start_dispatcher(void *owner) noexcept nogil:
 
 cdef inline bint _needs_block(uint32_t kind, bint procs) noexcept:
     # A Python task for a worker process travels pickled in a payload block.
-    return procs and (kind == K_PROC or kind == K_CALL or kind == K_ADD_PY)
+    return procs and (kind == K_PROC or kind == K_CALL or (kind & K_BASE_MASK) == K_PY)
 
 cdef uint64_t _pow2_at_least(uint64_t n) noexcept:
     cdef uint64_t c = 2
@@ -104,6 +103,7 @@ cdef class _Unreadable:
 cdef class _Queued:
     """A task waiting in the FIFO, already encoded (read once, at submit)."""
     cdef fp_cell cell
+    cdef fp_word x          # a kernel's third operand (cell.kind & K_HAS_C)
     cdef object obj, cb, ctx
     cdef uint8_t mode
     cdef bint started       # its future was marked running (worker processes)
@@ -130,12 +130,8 @@ cdef class Core:
         self.record_credits = ring_size
         self.lose_on_base_exception = lose_on_base_exception
         self.future_cls = future_cls
-        if processor is None or processor is add:
-            self.default_op = OP_NATIVE_ADD
-            self.processor = add
-        else:
-            self.default_op = OP_PROC
-            self.processor = processor
+        self.processor = processor
+        self.default_op = (<Kernel>processor).index if isinstance(processor, Kernel) else OP_PROC
         self.slots = SlotTable(ring_size)
         self.overflow = deque()
         self.deferred = deque()
@@ -158,6 +154,7 @@ cdef class Core:
         self.ctl = self.seg.ctl
         self.tasks = self.seg.tasks
         self.results = self.seg.results
+        self.operands = self.seg.operands
         self.state = FP_RUNNING
 
     def _inject_fault(self, str point, uint32_t after=1):
@@ -212,12 +209,13 @@ cdef class Core:
         fut._pool = self
         return fut
 
-    def _map_add(self, items, int32_t helpers):
-        """map(kernels.add, items) for a list or tuple: the calling thread
-        and up to `helpers` idle workers read and add the items; a NativeMap
-        of the results (see _map.pyx)."""
+    def _map_kernel(self, Kernel kernel, items, int32_t helpers):
+        """map(kernel, items) for a list or tuple: the calling thread and up
+        to `helpers` idle workers read and compute the items; a NativeMap of
+        the results (see _map.pyx)."""
         cdef NativeMap results = NativeMap()
-        cdef AddJob job
+        cdef MapJob job
+        results.kernel = kernel
         cdef Py_ssize_t n = len(items)
         if n == 0:
             return results
@@ -225,7 +223,7 @@ cdef class Core:
             self._raise_closed()
         if helpers > 0 and self.grow_on_submit and self.n_spawned < min(helpers, self.n_workers):
             self._grow(helpers - self.n_spawned)     # threads start on demand
-        job = AddJob(n)
+        job = MapJob(n, kernel)
         if self.state != FP_RUNNING:    # starting threads let other threads in
             self._raise_closed()
         # From open() until run() returns, no Python code may run and the
@@ -236,7 +234,7 @@ cdef class Core:
         results.job = job
         return results
 
-    cdef int _post_map_helpers(self, AddJob job, int32_t helpers) except -1:
+    cdef int _post_map_helpers(self, MapJob job, int32_t helpers) except -1:
         # Up to `helpers` cells for idle workers, if room is free at once;
         # otherwise the caller does the whole job.  Keeps the GIL.
         cdef fp_cell c
@@ -254,13 +252,13 @@ cdef class Core:
         slot_job.a = <char *>&job.job
         slot_job.cells = <int32_t>need
         slot_job.remaining = need
-        c.kind = K_ADD_BATCH
+        c.kind = K_BATCH
         c.slot = <uint32_t>slot
         c.a.i = 0
         c.b.i = 0
         for i in range(need):
             while fp_ring_push(self.tasks, &c) != FP_OK:
-                fp_yield()      # as _push_task, but keeping the GIL (see _map_add)
+                fp_yield()      # as _push_task, but keeping the GIL (see _map_kernel)
         fp_idle_wake(self.ctl)
         return 0
 
@@ -269,8 +267,8 @@ cdef class Core:
         if self.state != FP_RUNNING:
             self._raise_closed()
         fut = self._new_future()
-        if fn is add and len(args) == 1 and not kwargs:
-            self._submit(OP_NATIVE_ADD, args[0], fut, None, MODE_FUTURE)
+        if type(fn) is Kernel and len(args) == 1 and not kwargs:
+            self._submit((<Kernel>fn).index, args[0], fut, None, MODE_FUTURE)
         else:
             self._submit(OP_CALL, (fn, args, kwargs), fut, None, MODE_FUTURE)
         return fut
@@ -280,12 +278,14 @@ cdef class Core:
         # form, so a caller changing the task object later changes nothing.
         cdef _Queued q
         cdef fp_cell c
-        obj = self._encode(op, task, &c)
+        cdef fp_word x
+        obj = self._encode(op, task, &c, &x)
         if self.procs:
             obj = self._to_payload(&c, obj)
-        elif c.kind == K_ADD_PY and ctx is None:
-            # Python's a + b can read contextvars (numpy's error state): a
-            # future's task runs in its submitter's context too.
+        elif (c.kind & K_BASE_MASK) == K_PY and ctx is None:
+            # A kernel's Python operation (numpy's a + b) can read
+            # contextvars (numpy's error state): a future's task runs in its
+            # submitter's context too.
             ctx = self._context_snapshot()
         # Encoding ran user code, and any allocation can run a collection
         # whose finalizers let other threads in: a close() may have got
@@ -299,11 +299,12 @@ cdef class Core:
                 # from here on, as the stdlib's once in its call queue.  (A
                 # new future has no Condition: this lets no thread in.)
                 _start(cb)
-            self._admit(&c, obj, cb, ctx, mode)
+            self._admit(&c, &x, obj, cb, ctx, mode)
             return 0
         # Room is freed only by the dispatcher, which then moves these on.
         q = _Queued.__new__(_Queued)
         q.cell = c
+        q.x = x
         if _needs_block(c.kind, self.procs):
             obj = self.area.frozen(obj)     # its buffers, as they are now
         q.obj = obj
@@ -328,7 +329,7 @@ cdef class Core:
         # A worker process gets Python tasks pickled, now (the task is read
         # once): what cannot be pickled fails this task alone, with the
         # pickling error, through the native K_FAIL echo.
-        if c.kind == K_PROC or c.kind == K_CALL or c.kind == K_ADD_PY:
+        if _needs_block(c.kind, True):
             try:
                 if c.kind == K_CALL:
                     # A plain function travels as its pickled reference,
@@ -345,11 +346,12 @@ cdef class Core:
             except Exception as e:
                 c.kind = K_FAIL
                 return e
-        if c.kind == K_ADD_ARRAY:
+        if (c.kind & K_BASE_MASK) == K_ARRAY:
             (<ArrayTask>obj).release()
+            what = fp_kernel_of(c.kind).what
             c.kind = K_FAIL
-            return TypeError("array tasks run on thread workers: a process pool's add "
-                             "kernel takes numbers (use workers=\"thread\" for arrays)")
+            return TypeError(f"array tasks run on thread workers: a process pool's {what} "
+                             "takes numbers (use workers=\"thread\" for arrays)")
         return obj
 
     cdef object _context_snapshot(self):
@@ -373,15 +375,16 @@ cdef class Core:
             self.ctx_snap = snap
         return snap
 
-    cdef object _encode(self, int op, object task, fp_cell *c):
-        """Fill c.kind (and operands) for `task`; return what its slot holds."""
-        if op == OP_NATIVE_ADD:
-            return fp_encode_add(task, c)
+    cdef object _encode(self, int op, object task, fp_cell *c, fp_word *x):
+        """Fill c.kind (and operands, the third in x) for `task`; return
+        what its slot holds."""
+        if op >= 0:
+            return fp_encode(op, task, c, x)
         c.kind = K_PROC if op == OP_PROC else K_CALL
         return task
 
     cdef inline int32_t _cells_needed(self, const fp_cell *c, object obj) noexcept:
-        if c.kind != K_ADD_ARRAY:
+        if (c.kind & K_BASE_MASK) != K_ARRAY:
             return 1
         return <int32_t>max(1, min(<int64_t>self.max_chunks, (<ArrayTask>obj).n // MIN_CHUNK))
 
@@ -389,7 +392,8 @@ cdef class Core:
         return (self.slots.nfree != 0 and self.record_credits >= self._cells_needed(c, obj)
                 and (self.n_free_blocks != 0 or not self.procs or not _needs_block(c.kind, True)))
 
-    cdef int _admit(self, fp_cell *c, object obj, object cb, object ctx, uint8_t mode) except -1:
+    cdef int _admit(self, fp_cell *c, const fp_word *x, object obj, object cb, object ctx,
+                    uint8_t mode) except -1:
         """Give an encoded task a slot and its ring cells; wake a worker."""
         cdef int32_t slot, need = self._cells_needed(c, obj)
         cdef int64_t i, n, per
@@ -405,8 +409,10 @@ cdef class Core:
         self.tasks_in += 1
         c.slot = <uint32_t>slot
         self.slots.job(slot).cells = need
-        if c.kind != K_ADD_ARRAY:
+        if (c.kind & K_BASE_MASK) != K_ARRAY:
             self.slots.job(slot).remaining = 1
+            if c.kind & K_HAS_C:
+                self.operands[slot] = x[0]      # published by the push below
             if self.procs and _needs_block(c.kind, True):
                 self._put_payload(slot, c, obj)
             self._push_task(c, &pos)
@@ -486,6 +492,7 @@ cdef class Core:
         w.results = self.results
         w.rec = &self.seg.workers[idx]
         w.job_pages = self.slots.job_pages
+        w.operands = self.operands
         w.idx = idx
         w.hooks.owner = <void *>self
         w.hooks.run_held = _hook_run_held
@@ -531,9 +538,8 @@ cdef class Core:
         cdef int32_t slot = c.slot
         objs = self.slots.objs
         try:
-            if c.kind == K_ADD_PY:
-                a, b = objs[slot]
-                res = _context_add(self.slots.ctxs[slot], a, b)
+            if (c.kind & K_BASE_MASK) == K_PY:
+                res = _context_call(self.slots.ctxs[slot], fp_kernel_of(c.kind).py_op, objs[slot])
             else:
                 if self.slots.mode[slot] == MODE_FUTURE:
                     if not _start(self.slots.cbs[slot]):
@@ -968,7 +974,7 @@ cdef class Core:
                 continue
             self.overflow.popleft()
             self.n_overflow -= 1
-            self._admit(&q.cell, q.obj, q.cb, q.ctx, q.mode)
+            self._admit(&q.cell, &q.x, q.obj, q.cb, q.ctx, q.mode)
         return 0
 
     cdef int _teardown(self) except -1:
@@ -1278,11 +1284,11 @@ def _unreadable_result(exc):
     err.__cause__ = exc
     return err
 
-cdef object _context_add(object ctx, object a, object b):
-    # In (a copy of) the submitter's Context.
+cdef object _context_call(object ctx, object op, tuple operands):
+    # A kernel's Python operation, in (a copy of) the submitter's Context.
     if ctx is None:
-        return a + b
-    return ctx.copy().run(_operator_add, a, b)   # the snapshot may be shared
+        return op(*operands)
+    return ctx.copy().run(op, *operands)   # the snapshot may be shared
 
 cdef bint _start(object fut) except -1:
     """set_running_or_notify_cancel(), without a Condition when none exists."""

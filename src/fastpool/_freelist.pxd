@@ -23,6 +23,7 @@ cdef void fp_holder_park(fp_ctl *ctl, uint32_t seen, bint proxy, bint (*has_work
 ctypedef struct fp_job:
     char *a
     char *b
+    char *c                  # a kernel's third operand (NULL: it takes two)
     char *out
     int64_t n
     int64_t remaining        # chunks not yet finished

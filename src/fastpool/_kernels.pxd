@@ -1,19 +1,26 @@
-# The kernel ABI: what travels in a task cell and what comes back.
-from libc.stdint cimport int32_t, int64_t
+# The kernel ABI: what travels in a task cell, what comes back, and the
+# table of native kernels that the worker loop runs without the GIL.
+from libc.stdint cimport int32_t, int64_t, uint32_t
 
 cdef enum:
-    # task kinds (cell.kind in the task ring)
-    K_ADD_I64 = 1      # a.i + b.i, exact (overflow carried out)
-    K_ADD_F64 = 2      # a.d + b.d
-    K_ADD_PY = 3       # Python's a + b on the slot's objects, with the GIL
-    K_ADD_ARRAY = 4    # elements [a.i, b.i) of the array job in the slot
+    # task kinds (cell.kind in the task ring).  The low byte is the kind; a
+    # native kernel's task carries the kernel's index in the table from bit
+    # K_KERNEL_SHIFT on, and a scalar task its operand types (K_FLOAT_SHIFT).
+    K_SCALAR = 1       # numbers: a, b in the cell, c in the slot's operand word (K_HAS_C)
+    K_PY = 3           # the kernel's Python operation on the slot's operands, with the GIL
+    K_ARRAY = 4        # elements [a.i, b.i) of the array job in the slot
     K_FAIL = 5         # bad task: the slot holds its exception; echo it
     K_PROC = 6         # the pool's Python processor(task), with the GIL
     K_CALL = 7         # fn(*args, **kwargs) from the slot, with the GIL
-    K_ADD_BATCH = 8    # help with the map job in the slot (_map.pyx)
+    K_BATCH = 8        # help with the map job in the slot (_map.pyx)
+
+    K_BASE_MASK = 0xff
+    K_FLOAT_SHIFT = 8      # bit K_FLOAT_SHIFT + i: operand i is a double (else an int64)
+    K_HAS_C = 1 << 12      # a third operand waits in the slot's operand word (the segment's)
+    K_KERNEL_SHIFT = 16    # the kernel's index in the table
 
     # result kinds (cell.kind in the result ring)
-    R_INT = 1          # a.i + b.i * 2**64  (b.i is the carry: -1, 0 or 1)
+    R_INT = 1          # a.u + b.i * 2**64: the exact 128-bit result, low word and high word
     R_FLOAT = 2        # a.d
     R_OBJ = 3          # the slot's object is the result
     R_ERR = 4          # the slot's object is the exception
@@ -37,8 +44,45 @@ cdef enum:
     DT_I8 = 6
     DT_SIGNED = 0x100
 
+    FP_MAX_KERNELS = 256   # kernel indexes fit in 8 bits of cell.kind
+    FP_MAX_OPERANDS = 3
+
+# One kernel: how each kind of its tasks runs, without the GIL.  A kernel
+# takes `nops` operands (2: a, b; 3: a, b, c), all numbers, or all arrays of
+# one element type and shape.
+#
+#   scalar(floats, ops, res): ops[i] is an int64 (ops[i].i) or, when bit i
+#       of `floats` is set, a double (ops[i].d).  Returns R_INT with the
+#       exact result as a 128-bit two's complement in res[0] (low word) and
+#       res[1] (high word), or R_FLOAT with res[0].d.  Python's own
+#       semantics for those operand types (the same result as Python's
+#       arithmetic on the ints and floats).
+#   array(job, start, stop): elements [start, stop) of job.out from job.a,
+#       job.b (and job.c), of element type job.dtype.
+#   map_chunk(job, k): chunk k of a native map's items: fp_map_encode
+#       (_map.pyx) with the kernel's arity and scalar function.
+#
+# How a task is encoded (which forms, which checks, which errors) is common
+# to every kernel (fp_encode, in _kernels.pyx); what is not a number or an
+# array of the supported types runs the kernel's Python operation (Kernel.py_op).
+ctypedef uint32_t (*fp_scalar_fn)(uint32_t floats, const fp_word *ops, fp_word *res) noexcept nogil
+ctypedef void (*fp_array_fn)(const fp_job *j, int64_t start, int64_t stop) noexcept nogil
+ctypedef void (*fp_map_fn)(fp_map_job *j, int64_t k) noexcept nogil
+
+ctypedef struct fp_kernel:
+    int32_t nops
+    fp_scalar_fn scalar
+    fp_array_fn array
+    fp_map_fn map_chunk
+
 cdef class Kernel:
     cdef readonly str name
+    cdef readonly int nops
+    cdef readonly object py_op     # the operation on Python objects: py_op(a, b[, c])
+    cdef int32_t index
+    cdef uint32_t kind_bits        # index << K_KERNEL_SHIFT
+    cdef const fp_kernel *entry
+    cdef str what                  # "<name> kernel", how errors begin
 
 cdef enum:
     # what fp_kernel_run did with a task cell
@@ -46,4 +90,5 @@ cdef enum:
     KR_PARTIAL = 1     # one chunk of a job whose last chunk publishes: nothing to publish
     KR_HELD = 2        # no native kernel takes it: the pool's owner runs it (a hook)
 
-cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs) noexcept nogil
+cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs,
+                       const fp_word *operands) noexcept nogil

@@ -1,20 +1,58 @@
-# Built-in kernels: task parsing (with the GIL) and compute (without it).
+# The kernel table (see _kernels.pxd) and what every kernel shares: reading
+# a task into a cell (with the GIL), checking array operands, running a cell
+# (without the GIL), and turning a result back into a Python object.  The
+# kernels themselves are entries: the built-in ones are in _builtins.pyx.
+#
+#   a task (mapping, tuple)          its cell.kind                      runs
+#   int64s and floats           ->   K_SCALAR | types | kernel     ->   entry.scalar, no GIL
+#   other ints and floats       ->   K_PY | kernel (the operands   ->   Kernel.py_op, with the GIL
+#   (big ints, numpy scalars)        in the slot)
+#   arrays (and an "out")       ->   K_ARRAY | kernel, a cell      ->   entry.array, no GIL
+#                                    per chunk
+#   anything else               ->   K_FAIL (its exception in the slot)
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer,
                              PyBuffer_IsContiguous, PyBUF_RECORDS, PyBUF_RECORDS_RO)
 from cpython.dict cimport PyDict_GetItem
-from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong, PyLong_FromUnsignedLongLong
 from cpython.object cimport PyObject
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 import sys
 
-cdef str _ADD = "add kernel"
+# The table.  An entry never moves or changes once registered, and the same
+# kernels are registered in the same order in every process that imports
+# fastpool, so an index in a cell means the same kernel to a worker process.
+cdef fp_kernel fp_kernels[FP_MAX_KERNELS]
+cdef PyObject *fp_kernel_objs[FP_MAX_KERNELS]   # each entry's Kernel (held by _registry)
+cdef int32_t fp_n_kernels = 0
+cdef dict _registry = {}                          # name -> Kernel
+cdef object _MAKING = object()                    # only fp_register_kernel makes a Kernel
+
+cdef tuple _NAMES = ("a", "b", "c")
+
+cdef str _listed(tuple names):
+    # 'a' and 'b' / 'a', 'b' and 'c'
+    return _and([repr(x) for x in names])
+
+cdef str _and(list words):
+    # (no negative indexes: the module is compiled with wraparound=False)
+    cdef Py_ssize_t last = len(words) - 1
+    return words[0] if last == 0 else ", ".join(words[:last]) + " and " + words[last]
+
+cdef inline Kernel fp_kernel_of(uint32_t kind):
+    return <Kernel>fp_kernel_objs[(kind >> K_KERNEL_SHIFT) & (FP_MAX_KERNELS - 1)]
+
+cdef inline Kernel _kernel_at(int32_t index):
+    return <Kernel>fp_kernel_objs[index]
 
 
 cdef class ArrayTask:
-    """The buffers of one array add, held until the task completes."""
-    cdef Py_buffer va, vb, vo
-    cdef bint ha, hb, ho
+    """The buffers of one array task, held until the task completes."""
+    cdef Py_buffer v[FP_MAX_OPERANDS]     # the inputs: v[0 .. held) are held
+    cdef Py_buffer vo
+    cdef int nops
+    cdef int held
+    cdef bint ho
     cdef readonly object result
     cdef int32_t dtype
     cdef int64_t n
@@ -23,19 +61,17 @@ cdef class ArrayTask:
         self.release()
 
     cdef void release(self) noexcept:
-        if self.ha:
-            PyBuffer_Release(&self.va)
-            self.ha = False
-        if self.hb:
-            PyBuffer_Release(&self.vb)
-            self.hb = False
+        while self.held:
+            self.held -= 1
+            PyBuffer_Release(&self.v[self.held])
         if self.ho:
             PyBuffer_Release(&self.vo)
             self.ho = False
 
     cdef void fill_job(self, fp_job *job) noexcept:
-        job.a = <char *>self.va.buf
-        job.b = <char *>self.vb.buf
+        job.a = <char *>self.v[0].buf
+        job.b = <char *>self.v[1].buf
+        job.c = <char *>self.v[2].buf if self.nops > 2 else NULL
         job.out = <char *>self.vo.buf
         job.n = self.n
         job.dtype = self.dtype
@@ -43,8 +79,8 @@ cdef class ArrayTask:
 
 cdef int32_t _dtype_of(Py_buffer *v) noexcept:
     """The element type of a 1-element-format buffer: DT_* | signedness bit,
-    or 0 when unsupported.  Integers of one width add alike whatever their
-    sign (wrapping), but a and b must still agree on the sign."""
+    or 0 when unsupported.  Integers of one width compute alike whatever
+    their sign (wrapping), but the operands must still agree on the sign."""
     cdef const char *f = v.format
     cdef char code
     if f == NULL:
@@ -98,7 +134,7 @@ cdef bint _overlap(Py_buffer *x, Py_buffer *y) noexcept:
     cdef char *q = <char *>y.buf
     return x.len > 0 and y.len > 0 and p < q + y.len and q < p + x.len
 
-cdef object _acquire(object x, Py_buffer *v, str name, bint writable):
+cdef object _acquire(str what, object x, Py_buffer *v, str name, bint writable):
     """Get x's buffer into v (strided, with its format); None, or the
     exception saying why x cannot be this operand."""
     try:
@@ -113,15 +149,15 @@ cdef object _acquire(object x, Py_buffer *v, str name, bint writable):
             pass
         else:
             PyBuffer_Release(v)
-            err = ValueError(f"{_ADD}: 'out' is read-only ({cause})")
+            err = ValueError(f"{what}: 'out' is read-only ({cause})")
             err.__cause__ = cause
             return err
-    err = TypeError(f"{_ADD}: {name!r} cannot be read as an array of a numeric element type "
+    err = TypeError(f"{what}: {name!r} cannot be read as an array of a numeric element type "
                     f"({type(cause).__name__}: {cause})")
     err.__cause__ = cause
     return err
 
-cdef object _check_layout(Py_buffer *v, str name, Py_buffer *va):
+cdef object _check_layout(str what, Py_buffer *v, str name, Py_buffer *va):
     """None, or the exception for an operand the kernel cannot read as is:
     an unsupported element type, one other than va's (when va is not
     NULL), or a layout that is not C-contiguous."""
@@ -129,24 +165,24 @@ cdef object _check_layout(Py_buffer *v, str name, Py_buffer *va):
     if own == 0:
         fmt = _format(v)
         why = "non-native byte order" if fmt[:1] in (">", "!") else "expected a float or integer type"
-        return TypeError(f"{_ADD}: {name!r} has unsupported element type {fmt!r} ({why})")
+        return TypeError(f"{what}: {name!r} has unsupported element type {fmt!r} ({why})")
     if va != NULL and own != _dtype_of(va):
-        return TypeError(f"{_ADD}: 'a' and {name!r} have different element types "
-                         f"({_format(va)!r} and {_format(v)!r}); the add kernel does not convert")
+        return TypeError(f"{what}: 'a' and {name!r} have different element types "
+                         f"({_format(va)!r} and {_format(v)!r}); the {what} does not convert")
     if not PyBuffer_IsContiguous(v, b'C'):
-        return ValueError(f"{_ADD}: {name!r} is not C-contiguous; pass a contiguous copy "
+        return ValueError(f"{what}: {name!r} is not C-contiguous; pass a contiguous copy "
                           "(numpy.ascontiguousarray)")
     return None
 
-cdef object _shape_error(str name, Py_buffer *v, Py_buffer *va):
+cdef object _shape_error(str what, str name, Py_buffer *v, Py_buffer *va):
     if v.ndim == 1 and va.ndim == 1:
         if name == "out":
-            return ValueError(f"{_ADD}: 'out' has length {v.shape[0]}, expected {va.shape[0]}")
-        return ValueError(f"{_ADD}: 'a' and 'b' differ in length ({va.shape[0]} != {v.shape[0]})")
+            return ValueError(f"{what}: 'out' has length {v.shape[0]}, expected {va.shape[0]}")
+        return ValueError(f"{what}: 'a' and {name!r} differ in length ({va.shape[0]} != {v.shape[0]})")
     if name == "out":
-        return ValueError(f"{_ADD}: 'out' has shape {_shape(v)}, expected {_shape(va)}")
-    return ValueError(f"{_ADD}: 'a' and 'b' differ in shape ({_shape(va)} != {_shape(v)}); "
-                      "the add kernel does not broadcast")
+        return ValueError(f"{what}: 'out' has shape {_shape(v)}, expected {_shape(va)}")
+    return ValueError(f"{what}: 'a' and {name!r} differ in shape ({_shape(va)} != {_shape(v)}); "
+                      f"the {what} does not broadcast")
 
 # array.array typecodes of each element type, for results of non-numpy inputs
 cdef dict _TYPECODES = {DT_F64: "d", DT_F32: "f",
@@ -154,14 +190,14 @@ cdef dict _TYPECODES = {DT_F64: "d", DT_F32: "f",
                         DT_I32 | DT_SIGNED: "i", DT_I64 | DT_SIGNED: "q",
                         DT_I8: "B", DT_I16: "H", DT_I32: "I", DT_I64: "Q"}
 
-cdef object _new_like(object a, Py_buffer *v, int32_t dtype):
+cdef object _new_like(str what, object a, Py_buffer *v, int32_t dtype):
     """A result for `a`: a numpy array of its shape and type when it is a
     numpy array, else a zeroed array.array (1-D only), or the exception."""
     np = sys.modules.get("numpy")
     if np is not None and isinstance(a, np.ndarray):
         return np.empty(_shape(v), a.dtype)
     if v.ndim != 1:
-        return ValueError(f"{_ADD}: 'a' is a {v.ndim}-dimensional {type(a).__name__}, not a numpy "
+        return ValueError(f"{what}: 'a' is a {v.ndim}-dimensional {type(a).__name__}, not a numpy "
                           "array: pass an 'out' of its shape for the result")
     import array
     fmt = _format(v).lstrip("@=<")
@@ -171,59 +207,62 @@ cdef object _new_like(object a, Py_buffer *v, int32_t dtype):
         out.frombytes(bytes(v.len))
     return out
 
-cdef object _array_task(object a, object b, object out):
-    """Validate buffers a, b (and out); return an ArrayTask or an exception.
+cdef object _array_task(Kernel k, tuple ops, object out):
+    """Validate the buffers of ops (and out); return an ArrayTask or an exception.
 
-    a, b and out have one element type, one shape and a C-contiguous
-    layout; out is new, or exactly the memory of a or b, or apart from both.
+    The operands and out have one element type, one shape and a
+    C-contiguous layout; out is new, or exactly the memory of an operand,
+    or apart from all of them.
     """
     cdef ArrayTask t = ArrayTask()
+    cdef int i
+    cdef str what = k.what
+    cdef tuple names = _NAMES[:k.nops]
     ma = sys.modules.get("numpy.ma")       # loaded if any masked array exists
     if ma is not None:
-        for name, x in (("a", a), ("b", b), ("out", out)):
+        for name, x in zip(names + ("out",), ops + (out,)):
             if isinstance(x, ma.MaskedArray):
-                return TypeError(f"{_ADD}: {name!r} is a numpy masked array; the add kernel "
+                return TypeError(f"{what}: {name!r} is a numpy masked array; the {what} "
                                  "would ignore its mask (pass plain arrays, e.g. x.filled())")
-    err = _acquire(a, &t.va, "a", False)
+    t.nops = k.nops
+    for i in range(k.nops):
+        err = _acquire(what, ops[i], &t.v[i], names[i], False)
+        if err is not None:
+            return err
+        t.held = i + 1
+    err = _check_layout(what, &t.v[0], "a", NULL)
     if err is not None:
         return err
-    t.ha = True
-    err = _acquire(b, &t.vb, "b", False)
-    if err is not None:
-        return err
-    t.hb = True
-    err = _check_layout(&t.va, "a", NULL)
-    if err is not None:
-        return err
-    t.dtype = _dtype_of(&t.va)
-    err = _check_layout(&t.vb, "b", &t.va)
-    if err is not None:
-        return err
-    if not _same_shape(&t.va, &t.vb):
-        return _shape_error("b", &t.vb, &t.va)
-    t.n = t.va.len // t.va.itemsize
+    t.dtype = _dtype_of(&t.v[0])
+    for i in range(1, k.nops):
+        err = _check_layout(what, &t.v[i], names[i], &t.v[0])
+        if err is not None:
+            return err
+        if not _same_shape(&t.v[i], &t.v[0]):
+            return _shape_error(what, names[i], &t.v[i], &t.v[0])
+    t.n = t.v[0].len // t.v[0].itemsize
     if out is None:
-        out = _new_like(a, &t.va, t.dtype)
+        out = _new_like(what, ops[0], &t.v[0], t.dtype)
         if isinstance(out, Exception):
             return out
     elif not PyObject_CheckBuffer(out):
-        return TypeError(f"{_ADD}: 'out' must be a writable numeric buffer, not {type(out).__name__}")
-    err = _acquire(out, &t.vo, "out", True)
+        return TypeError(f"{what}: 'out' must be a writable numeric buffer, not {type(out).__name__}")
+    err = _acquire(what, out, &t.vo, "out", True)
     if err is not None:
         return err
     t.ho = True
-    err = _check_layout(&t.vo, "out", &t.va)
+    err = _check_layout(what, &t.vo, "out", &t.v[0])
     if err is not None:
         return err
-    if not _same_shape(&t.vo, &t.va):
-        return _shape_error("out", &t.vo, &t.va)
-    # Each element of out depends on the same element of a and b only, so
-    # out may be a or b exactly (an in-place add), in any chunk order; out
-    # partly over an input would read elements already overwritten.
-    if (_overlap(&t.vo, &t.va) and t.vo.buf != t.va.buf) or (
-            _overlap(&t.vo, &t.vb) and t.vo.buf != t.vb.buf):
-        return ValueError(f"{_ADD}: 'out' partly overlaps {'a' if _overlap(&t.vo, &t.va) else 'b'!r}; "
-                          "it must be the same memory as an input, or apart from both")
+    if not _same_shape(&t.vo, &t.v[0]):
+        return _shape_error(what, "out", &t.vo, &t.v[0])
+    # Each element of out depends on the same element of the operands only,
+    # so out may be an operand exactly (in place), in any chunk order; out
+    # partly over an operand would read elements already overwritten.
+    for i in range(k.nops):
+        if _overlap(&t.vo, &t.v[i]) and t.vo.buf != t.v[i].buf:
+            return ValueError(f"{what}: 'out' partly overlaps {names[i]!r}; it must be the same "
+                              f"memory as an input, or apart from {'both' if k.nops == 2 else 'all of them'}")
     t.result = out
     return t
 
@@ -265,163 +304,184 @@ cdef int _other_scalar(object x) noexcept:
         return 4
     return 0
 
-cdef object _bad_operand(str name, object x):
-    return TypeError(f"{_ADD}: {name!r} must be an int, a float or a numeric buffer, "
+cdef object _bad_operand(str what, str name, object x):
+    return TypeError(f"{what}: {name!r} must be an int, a float or a numeric buffer, "
                      f"not {type(x).__name__}")
 
-cdef object fp_encode_add(object task, fp_cell *c):
-    """Parse an add task into c.  Returns the objects the slot must hold:
-    None for a fully native task, (a, b) for the exact Python path, an
-    ArrayTask for arrays, or the exception for a bad task (c.kind K_FAIL)."""
+cdef object fp_encode(int32_t index, object task, fp_cell *c, fp_word *x):
+    """Read a task of the kernel at `index` in the table into c, and its
+    third operand (if the kernel takes one and it is a number) into x.
+    Returns the objects the slot must hold: None for a fully native task,
+    the operands for the exact Python path, an ArrayTask for arrays, or the
+    exception for a bad task (c.kind K_FAIL)."""
     cdef PyObject *pa
     cdef PyObject *pb
-    cdef object a, b, out = None
+    cdef PyObject *pc = NULL
+    cdef object a, b, cc = None, out = None
+    cdef int nops = fp_kernels[index].nops
     cdef type t = type(task)
     if t is dict:
         pa = PyDict_GetItem(task, "a")
         pb = PyDict_GetItem(task, "b")
-        if pa == NULL or pb == NULL:
+        if nops > 2:
+            pc = PyDict_GetItem(task, "c")
+        if pa == NULL or pb == NULL or (pc == NULL and nops > 2):
             c.kind = K_FAIL
-            return KeyError(f"{_ADD}: task is missing key {'a' if pa == NULL else 'b'!r}")
+            return KeyError(f"{_kernel_at(index).what}: task is missing key "
+                            f"{'a' if pa == NULL else 'b' if pb == NULL else 'c'!r}")
         a = <object>pa
         b = <object>pb
-        if len(<dict>task) > 2:
+        if pc != NULL:
+            cc = <object>pc
+        if len(<dict>task) > nops:
             out = task.get("out")
     elif t is tuple:
-        if len(<tuple>task) != 2:
+        if len(<tuple>task) != nops:
             c.kind = K_FAIL
-            return ValueError(f"{_ADD}: a tuple task must be a 2-tuple (a, b), "
-                              f"not a {len(<tuple>task)}-tuple")
+            return _arity_error(_kernel_at(index), len(<tuple>task))
         a = (<tuple>task)[0]
         b = (<tuple>task)[1]
+        if nops > 2:
+            cc = (<tuple>task)[2]
     else:
-        return _encode_slow(task, c)
-    return _encode_operands(a, b, out, c)
+        return _encode_slow(_kernel_at(index), task, c, x)
+    return _encode_operands(index, nops, a, b, cc, out, c, x)
 
-cdef object _encode_slow(object task, fp_cell *c):
+cdef object _arity_error(Kernel k, Py_ssize_t n):
+    return ValueError(f"{k.what}: a tuple task must be a {k.nops}-tuple ({', '.join(_NAMES[:k.nops])}), "
+                      f"not a {n}-tuple")
+
+cdef object _encode_slow(Kernel k, object task, fp_cell *c, fp_word *x):
     # User mappings run Python code here; whatever they raise is this
     # task's error, for its callback, never the submitter's.
     try:
-        return _encode_mapping_or_sequence(task, c)
+        return _encode_mapping_or_sequence(k, task, c, x)
     except Exception as e:
         c.kind = K_FAIL
         return e
 
-cdef object _encode_mapping_or_sequence(object task, fp_cell *c):
+cdef object _encode_mapping_or_sequence(Kernel k, object task, fp_cell *c, fp_word *x):
     from collections.abc import Mapping
+    cdef tuple names = _NAMES[:k.nops]
     if isinstance(task, Mapping):
-        missing = "a" if "a" not in task else ("b" if "b" not in task else None)
-        if missing is not None:
-            c.kind = K_FAIL
-            return KeyError(f"{_ADD}: task is missing key {missing!r}")
-        return _encode_operands(task["a"], task["b"], task.get("out"), c)
+        for name in names:
+            if name not in task:
+                c.kind = K_FAIL
+                return KeyError(f"{k.what}: task is missing key {name!r}")
+        return _encode_operands(k.index, k.nops, task["a"], task["b"],
+                                task["c"] if k.nops > 2 else None, task.get("out"), c, x)
     if isinstance(task, tuple):
-        if len(task) != 2:
+        if len(task) != k.nops:
             c.kind = K_FAIL
-            return ValueError(f"{_ADD}: a tuple task must be a 2-tuple (a, b), not a {len(task)}-tuple")
-        return _encode_operands(task[0], task[1], None, c)
+            return _arity_error(k, len(task))
+        return _encode_operands(k.index, k.nops, task[0], task[1], task[2] if k.nops > 2 else None,
+                                None, c, x)
     c.kind = K_FAIL
-    return TypeError(f"{_ADD}: task must be a mapping with keys 'a' and 'b' or a 2-tuple, "
-                     f"not {type(task).__name__}")
+    return TypeError(f"{k.what}: task must be a mapping with keys {_listed(names)} or a "
+                     f"{k.nops}-tuple, not {type(task).__name__}")
 
-cdef inline object _encode_operands(object a, object b, object out, fp_cell *c):
+cdef inline object _encode_operands(int32_t index, int nops, object a, object b, object cc,
+                                    object out, fp_cell *c, fp_word *x):
+    # Each operand: 1 int64, 2 float, 3 another int or float, 4 a buffer, 0 bad.
     cdef int ka = _scalar(a, &c.a)
     cdef int kb = _scalar(b, &c.b)
-    if ka == 1 and kb == 1 and out is None:
-        c.kind = K_ADD_I64
+    cdef int kc = _scalar(cc, x) if nops > 2 else 1
+    if ka == 1 and kb == 1 and kc == 1 and out is None:
+        c.kind = K_SCALAR | <uint32_t>index << K_KERNEL_SHIFT | (K_HAS_C if nops > 2 else 0)
         return None
+    return _encode_other(_kernel_at(index), a, b, cc, out, ka, kb, kc, c)
+
+cdef object _encode_other(Kernel k, object a, object b, object cc, object out,
+                          int ka, int kb, int kc, fp_cell *c):
+    # Not all int64s: floats, the Python path, arrays or a bad task.
+    cdef uint32_t kind = K_SCALAR | k.kind_bits | (K_HAS_C if k.nops > 2 else 0)
+    c.kind = K_FAIL
     if ka == 0:
-        c.kind = K_FAIL
-        return _bad_operand("a", a)
+        return _bad_operand(k.what, "a", a)
     if kb == 0:
-        c.kind = K_FAIL
-        return _bad_operand("b", b)
-    if ka == 4 or kb == 4:
-        return _encode_arrays(a, b, out, ka, kb, c)
+        return _bad_operand(k.what, "b", b)
+    if kc == 0:
+        return _bad_operand(k.what, "c", cc)
+    ops = (a, b) if k.nops == 2 else (a, b, cc)
+    if ka == 4 or kb == 4 or kc == 4:
+        return _encode_arrays(k, ops, out, (ka, kb, kc), c)
     if out is not None:
-        c.kind = K_FAIL
-        return TypeError(f"{_ADD}: 'out' is for array tasks; 'a' and 'b' are numbers "
-                         f"({type(a).__name__} and {type(b).__name__})")
-    if ka == 3 or kb == 3:
-        c.kind = K_ADD_PY
-        return (a, b)
-    # int64 and float mixed: Python converts the int with correct rounding,
-    # and so does the C conversion (round to nearest, ties to even).
-    if ka == 1:
-        c.a.d = <double>c.a.i
-    if kb == 1:
-        c.b.d = <double>c.b.i
-    c.kind = K_ADD_F64
+        return TypeError(f"{k.what}: 'out' is for array tasks; {_listed(_NAMES[:k.nops])} are "
+                         f"numbers ({_listed_types(ops)})")
+    if ka == 3 or kb == 3 or kc == 3:
+        c.kind = K_PY | k.kind_bits
+        return ops
+    # int64s and floats: the kernel's scalar function applies Python's
+    # rules for the mix (see fp_as_double).
+    c.kind = kind | <uint32_t>((ka == 2) | (kb == 2) << 1 | (kc == 2) << 2) << K_FLOAT_SHIFT
     return None
 
+cdef str _listed_types(tuple ops):
+    return _and([type(x).__name__ for x in ops])
 
-cdef object _encode_arrays(object a, object b, object out, int ka, int kb, fp_cell *c):
+cdef object _encode_arrays(Kernel k, tuple ops, object out, tuple kinds, fp_cell *c):
     c.kind = K_FAIL
-    if ka != kb:
-        arr, other, x = ("a", "b", b) if ka == 4 else ("b", "a", a)
-        return TypeError(f"{_ADD}: {arr!r} is an array, so {other!r} must be one too, not "
-                         f"{type(x).__name__} (the add kernel does not broadcast)")
+    cdef int i
+    arrays = [i for i in range(k.nops) if kinds[i] == 4]
+    if len(arrays) != k.nops:
+        other = next(i for i in range(k.nops) if kinds[i] != 4)
+        return TypeError(f"{k.what}: {_NAMES[arrays[0]]!r} is an array, so {_NAMES[other]!r} must be "
+                         f"one too, not {type(ops[other]).__name__} (the {k.what} does not broadcast)")
     try:
-        r = _array_task(a, b, out)
+        r = _array_task(k, ops, out)
     except Exception as e:
         # An exporter or allocation that raises: the task's error, never
         # the submitter's.
         return e
     if not isinstance(r, Exception):
-        c.kind = K_ADD_ARRAY
+        c.kind = K_ARRAY | k.kind_bits
     return r
 
 
-cdef inline void fp_add_scalar(const fp_cell *t, fp_cell *r) noexcept nogil:
-    if t.kind == K_ADD_I64:
-        r.kind = R_INT
-        if fp_add_i64_overflow(t.a.i, t.b.i, &r.a.i):
-            # Both operands had the sign of the true sum; it is 2**64 away.
-            r.b.i = 1 if t.a.i >= 0 else -1
-        else:
-            r.b.i = 0
-    else:
-        r.kind = R_FLOAT
-        r.a.d = t.a.d + t.b.d
+# ------------------------------------------------------------ running a task
+
+cdef inline double fp_as_double(uint32_t floats, const fp_word *ops, int i) noexcept nogil:
+    """Operand i as Python converts it in int-and-float arithmetic: an int64
+    rounded to the nearest double (ties to even), as the C conversion does."""
+    return ops[i].d if floats & (1u << i) else <double>ops[i].i
+
+cdef inline void fp_scalar_run(const fp_kernel *e, const fp_cell *t, const fp_word *x,
+                               fp_cell *r) noexcept nogil:
+    # A scalar task cell (its third operand in *x) into a result cell.
+    cdef fp_word ops[FP_MAX_OPERANDS]
+    cdef fp_word res[2]
+    ops[0] = t.a
+    ops[1] = t.b
+    if t.kind & K_HAS_C:
+        ops[2] = x[0]
+    res[1].i = 0
+    r.kind = e.scalar((t.kind >> K_FLOAT_SHIFT) & ((1u << FP_MAX_OPERANDS) - 1), ops, res)
+    r.a = res[0]
+    r.b = res[1]
 
 cdef object fp_int_result(const fp_cell *r):
-    v = PyLong_FromLongLong(r.a.i)
-    if r.b.i:
-        carry = PyLong_FromLongLong(r.b.i)
-        v += carry << 64
-    return v
+    # R_INT: the 128-bit two's complement (a: low word, b: high word).
+    if r.b.i == (r.a.i >> 63):
+        return PyLong_FromLongLong(r.a.i)      # it fits 64 bits
+    v = PyLong_FromUnsignedLongLong(r.a.u)
+    high = PyLong_FromLongLong(r.b.i)
+    return v + (high << 64)
 
-cdef void fp_add_array_chunk(const fp_job *j, int64_t start, int64_t stop) noexcept nogil:
-    # Integer lanes wrap like numpy's: add as unsigned, where C defines it.
-    cdef int64_t i
-    cdef int32_t t = j.dtype & ~DT_SIGNED
-    if t == DT_F64:
-        for i in range(start, stop):
-            (<double *>j.out)[i] = (<double *>j.a)[i] + (<double *>j.b)[i]
-    elif t == DT_F32:
-        for i in range(start, stop):
-            (<float *>j.out)[i] = (<float *>j.a)[i] + (<float *>j.b)[i]
-    elif t == DT_I64:
-        for i in range(start, stop):
-            (<uint64_t *>j.out)[i] = (<uint64_t *>j.a)[i] + (<uint64_t *>j.b)[i]
-    elif t == DT_I32:
-        for i in range(start, stop):
-            (<uint32_t *>j.out)[i] = (<uint32_t *>j.a)[i] + (<uint32_t *>j.b)[i]
-    elif t == DT_I16:
-        for i in range(start, stop):
-            (<uint16_t *>j.out)[i] = <uint16_t>((<uint16_t *>j.a)[i] + (<uint16_t *>j.b)[i])
-    else:
-        for i in range(start, stop):
-            (<uint8_t *>j.out)[i] = <uint8_t>((<uint8_t *>j.a)[i] + (<uint8_t *>j.b)[i])
+cdef object fp_scalar_result(const fp_cell *r):
+    return fp_int_result(r) if r.kind == R_INT else r.a.d
 
 
 cdef class Kernel:
     """A native kernel: the pool runs it without the GIL.
 
     Also a plain callable that computes one task in the calling thread.
+    Kernels are made by fastpool (fastpool.kernels.add, mul, fma) and
+    pickle by name.
     """
-    def __cinit__(self, str name):
-        self.name = name
+    def __cinit__(self, token=None):
+        if token is not _MAKING:
+            raise TypeError("fastpool kernels are made by fastpool: use fastpool.kernels.add, "
+                            "mul or fma")
 
     def __repr__(self):
         return f"<fastpool kernel {self.name!r}>"
@@ -431,53 +491,93 @@ cdef class Kernel:
 
     def __call__(self, task):
         cdef fp_cell c, r
+        cdef fp_word x
         cdef fp_job job
-        obj = fp_encode_add(task, &c)
-        if c.kind == K_ADD_I64 or c.kind == K_ADD_F64:
-            fp_add_scalar(&c, &r)
-            return fp_int_result(&r) if r.kind == R_INT else r.a.d
-        if c.kind == K_ADD_PY:
-            return obj[0] + obj[1]
-        if c.kind == K_ADD_ARRAY:
+        obj = fp_encode(self.index, task, &c, &x)
+        cdef uint32_t base = c.kind & K_BASE_MASK
+        if base == K_SCALAR:
+            fp_scalar_run(self.entry, &c, &x, &r)
+            return fp_scalar_result(&r)
+        if base == K_PY:
+            return self.py_op(*obj)
+        if base == K_ARRAY:
             (<ArrayTask>obj).fill_job(&job)
             with nogil:
-                fp_add_array_chunk(&job, 0, job.n)
+                self.entry.array(&job, 0, job.n)
             (<ArrayTask>obj).release()
             return (<ArrayTask>obj).result
         raise obj
 
 
-add = Kernel("add")
+cdef Kernel fp_register_kernel(str name, int nops, fp_scalar_fn scalar, fp_array_fn array,
+                               fp_map_fn map_chunk, object py_op):
+    """Add a kernel to the table; its Kernel object."""
+    global fp_n_kernels
+    cdef Kernel k
+    cdef int32_t i = fp_n_kernels
+    if name in _registry:
+        raise ValueError(f"a kernel named {name!r} exists already")
+    if i == FP_MAX_KERNELS:
+        raise ValueError(f"no room for kernel {name!r}: the table holds {FP_MAX_KERNELS}")
+    if not 2 <= nops <= FP_MAX_OPERANDS:
+        raise ValueError(f"kernel {name!r}: {nops} operands (2 or 3 are supported)")
+    if scalar == NULL or array == NULL or map_chunk == NULL:
+        raise ValueError(f"kernel {name!r}: every entry runs scalars, arrays and maps")
+    fp_kernels[i].nops = nops
+    fp_kernels[i].scalar = scalar
+    fp_kernels[i].array = array
+    fp_kernels[i].map_chunk = map_chunk
+    k = Kernel.__new__(Kernel, _MAKING)
+    k.name = name
+    k.nops = nops
+    k.py_op = py_op
+    k.index = i
+    k.kind_bits = <uint32_t>i << K_KERNEL_SHIFT
+    k.entry = &fp_kernels[i]
+    k.what = f"{name} kernel"
+    _registry[name] = k
+    fp_kernel_objs[i] = <PyObject *>k
+    fp_n_kernels = i + 1
+    return k
 
 def _kernel_by_name(name):
-    if name == "add":
-        return add
-    raise ValueError(f"no kernel named {name!r}")
+    k = _registry.get(name)
+    if k is None:
+        raise ValueError(f"no kernel named {name!r}")
+    return k
+
+def kernel_py_op(uint32_t kind):
+    """The Python operation of the kernel a task kind names (a worker
+    process runs K_PY tasks with it)."""
+    return fp_kernel_of(kind).py_op
 
 
 # ------------------------------------------------------------ the kernel table
 
-cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs) noexcept nogil:
-    """Run a task cell with the native kernel its kind names, without the GIL.
+cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs,
+                       const fp_word *operands) noexcept nogil:
+    """Run a task cell with the native kernel it names, without the GIL.
 
     The one place where task kinds meet kernels: the worker loop knows none
     of them.  `jobs` holds the array and batch jobs of the pool's owner (NULL
-    in another process, where such tasks are never sent).
+    in another process, where such tasks are never sent); `operands` the
+    segment's operand words, one per task slot.
     """
     cdef fp_job *job
-    if c.kind == K_ADD_I64 or c.kind == K_ADD_F64:
-        fp_add_scalar(c, r)
+    cdef uint32_t base = c.kind & K_BASE_MASK
+    if base == K_SCALAR:
+        fp_scalar_run(&fp_kernels[c.kind >> K_KERNEL_SHIFT], c, &operands[c.slot], r)
         return KR_DONE
-    if c.kind == K_ADD_ARRAY and jobs != NULL:
+    if base == K_ARRAY and jobs != NULL:
         job = fp_job_at(jobs, c.slot)
-        fp_add_array_chunk(job, c.a.i, c.b.i)
+        fp_kernels[c.kind >> K_KERNEL_SHIFT].array(job, c.a.i, c.b.i)
         # acq_rel: the last chunk's worker sees every other chunk's writes.
         if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
             return KR_PARTIAL
         # terminate() took some chunks before they started
         r.kind = R_CLOSED if fp_load_u32_acquire(&job.failed) else R_ARRAY
         return KR_DONE
-    if c.kind == K_ADD_BATCH and jobs != NULL:
+    if base == K_BATCH and jobs != NULL:
         job = fp_job_at(jobs, c.slot)
         fp_map_help(<fp_map_job *>job.a)
         if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:

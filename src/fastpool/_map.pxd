@@ -1,11 +1,11 @@
-# The native map(kernels.add, items): the items read, added and turned back
+# The native map(kernel, items): the items read, computed and turned back
 # into Python objects by the calling thread and idle workers together.
 from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, int64_t
 
 ctypedef union fp_map_val:
-    int64_t i            # the sum of two int64 operands
-    double d             # the sum of two float (or int64 and float) operands
+    int64_t i            # an int result (of int64 operands) that fits 64 bits
+    double d             # a float result
     PyObject *o          # then: the result object, or the item to compute later
 
 ctypedef struct fp_map_job:
@@ -18,21 +18,23 @@ ctypedef struct fp_map_job:
     uint32_t *state      # per chunk: C_FREE, C_ENCODED, C_DECODED
     fp_map_val *vals     # per item
     uint8_t *tags        # per item: M_INT, M_FLOAT or M_LATER
+    # the kernel's part: compute chunk k's items (its entry's map_chunk)
+    void (*encode)(fp_map_job *j, int64_t k) noexcept nogil
 
 cdef enum:
-    M_LATER = 0          # kernels.add(item) when the consumer reaches it
+    M_LATER = 0          # kernel(item) when the consumer reaches it
     M_INT = 1
     M_FLOAT = 2
 
     C_FREE = 0           # not claimed yet, or being encoded
-    C_ENCODED = 1        # sums and tags written (release)
+    C_ENCODED = 1        # results and tags written (release)
     C_DECODED = 2        # result objects written (caller only)
 
     MAP_CHUNK = 2048     # items per claim
 
 cdef void fp_map_help(fp_map_job *j) noexcept nogil
 
-cdef class AddJob:
+cdef class MapJob:
     cdef fp_map_job job
     cdef char *mem
     cdef Py_ssize_t pos        # the next result the consumer takes

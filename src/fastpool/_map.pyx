@@ -1,14 +1,14 @@
-# The native map(kernels.add, items).
+# The native map(kernel, items), for any kernel whose entry has a map_chunk.
 #
 #   caller (holds the GIL throughout)               helpers (workers, no GIL)
 #   ---------------------------------               -------------------------
-#   AddJob(n): allocate (the last point where a
-#     collection, hence Python code, may run)
+#   MapJob(n, kernel): allocate (the last point
+#     where a collection, hence Python code, may run)
 #   open(items): borrow the items' array
-#   post helper cells (K_ADD_BATCH) ------------->  fp_map_help: claim chunk k,
-#   run(): claim chunks too, encode each and turn     read its items, add, store
-#     it into result objects at once; turn the        sums and tags, mark it
-#     helpers' finished chunks into objects; wait     C_ENCODED; until no chunk
+#   post helper cells (K_BATCH) ----------------->  fp_map_help: claim chunk k,
+#   run(): claim chunks too, encode each and turn     read its items, compute,
+#     it into result objects at once; turn the        store results and tags,
+#     helpers' finished chunks into objects; wait     mark it C_ENCODED; until no chunk
 #     only when every chunk is claimed and none       is left.  The last helper's
 #     is ready                                        result cell frees the slot
 #   NativeMap hands the objects out in order          (dispatcher)
@@ -19,16 +19,17 @@
 # never start a collection, so no finalizer runs) and never releases the GIL.
 # No other thread can change or free the list, its items, or their operands
 # while the helpers look, and the helpers only read (includes/pyread.h): an
-# exact 2-tuple's items, an exact int's or float's value.  They never touch a
+# exact tuple's items, an exact int's or float's value.  They never touch a
 # reference count.  A helper cell that a worker pops after run() has returned
 # finds no chunk left to claim and touches no Python object.  (So helpers
 # must be threads of this process: a pool of worker processes would post
 # none.)
 #
-# An item that is not a pair of exact ints (within int64, sum included) and
-# floats is kept, with a reference, and computed by kernels.add(item) when
-# the consumer reaches it: big ints, subclasses, mappings, arrays and bad
-# tasks keep exactly the kernel's semantics and raise at their position.
+# An item that is not a tuple of the kernel's arity of exact ints (within
+# int64) and floats, or whose int result does not fit 64 bits, is kept,
+# with a reference, and computed by kernel(item) when the consumer reaches
+# it: big ints, subclasses, mappings, arrays and bad tasks keep exactly the
+# kernel's semantics and raise at their position.
 from libc.stdlib cimport malloc, free as c_free
 from libc.string cimport memset
 
@@ -56,15 +57,16 @@ cdef enum:
     MAP_PREFETCH = 16      # items the encoder reads ahead
 
 
-cdef void _encode_chunk(fp_map_job *j, int64_t k) noexcept nogil:
-    # Sum each plain pair; tag everything else for later.  Python's int +
-    # float converts the int with round-to-nearest-even, as the C cast does.
+cdef inline void fp_map_encode(fp_map_job *j, int64_t k, int nops, fp_scalar_fn scalar) noexcept nogil:
+    """Chunk k of a map job: compute each plain item with `scalar`, tag
+    everything else for later.  Each kernel's map_chunk calls this with its
+    own arity and scalar function, constants the compiler inlines."""
     cdef int64_t i, lo = k * MAP_CHUNK, hi = min(lo + MAP_CHUNK, j.n)
-    cdef PyObject *a
-    cdef PyObject *b
-    cdef int64_t ai = 0, bi = 0
-    cdef double ad = 0, bd = 0
-    cdef int ka, kb
+    cdef PyObject *objs[FP_MAX_OPERANDS]
+    cdef fp_word ops[FP_MAX_OPERANDS]
+    cdef fp_word res[2]
+    cdef uint32_t floats
+    cdef int m, km
     cdef uint8_t tag
     for i in range(lo, hi):
         # The items are pointer chases through memory that is rarely in
@@ -72,21 +74,24 @@ cdef void _encode_chunk(fp_map_job *j, int64_t k) noexcept nogil:
         if i + MAP_PREFETCH < j.n:
             fp_prefetch_item(j.items[i + MAP_PREFETCH])
         if i + MAP_PREFETCH // 2 < j.n:
-            fp_prefetch_operands(j.items[i + MAP_PREFETCH // 2])
+            fp_prefetch_operands(j.items[i + MAP_PREFETCH // 2], nops)
         tag = M_LATER
-        if fp_read_pair(j.items[i], &a, &b):
-            ka = fp_read_operand(a, &ai, &ad)
-            kb = fp_read_operand(b, &bi, &bd) if ka else FP_READ_OTHER
-            if ka == FP_READ_INT and kb == FP_READ_INT:
-                if not fp_add_i64_overflow(ai, bi, &j.vals[i].i):
-                    tag = M_INT     # else the exact sum needs Python's ints
-            elif ka and kb:
-                if ka == FP_READ_INT:
-                    ad = <double>ai
-                if kb == FP_READ_INT:
-                    bd = <double>bi
-                j.vals[i].d = ad + bd
-                tag = M_FLOAT
+        if fp_read_tuple(j.items[i], nops, objs):
+            floats = 0
+            for m in range(nops):
+                km = fp_read_operand(objs[m], &ops[m].i, &ops[m].d)
+                if km == FP_READ_OTHER:
+                    break
+                if km == FP_READ_FLOAT:
+                    floats |= 1u << m
+            else:
+                res[1].i = 0
+                if scalar(floats, ops, res) == R_FLOAT:
+                    j.vals[i].d = res[0].d
+                    tag = M_FLOAT
+                elif res[1].i == (res[0].i >> 63):
+                    j.vals[i].i = res[0].i
+                    tag = M_INT     # else the exact result needs Python's ints
         j.tags[i] = tag
 
 cdef inline int64_t _claim(fp_map_job *j) noexcept nogil:
@@ -113,8 +118,8 @@ cdef void fp_map_help(fp_map_job *j) noexcept nogil:
     """A worker's share of a job: chunks until none is left."""
     cdef int64_t k = _claim(j)
     while k < j.nchunks:
-        _encode_chunk(j, k)
-        # Release: whoever sees C_ENCODED sees the chunk's sums and tags.
+        j.encode(j, k)
+        # Release: whoever sees C_ENCODED sees the chunk's results and tags.
         fp_store_u32_release(&j.state[k], C_ENCODED)
         fp_add_u32_seq_cst(&j.progress, 1)
         if fp_load_u32_seq_cst(&j.waiting):
@@ -122,11 +127,11 @@ cdef void fp_map_help(fp_map_job *j) noexcept nogil:
         k = _claim(j)
 
 
-cdef class AddJob:
-    """The items of one map: their sums, then their results (or the items
-    to compute later), which its NativeMap hands out."""
+cdef class MapJob:
+    """The items of one map: their results computed, then as objects (or
+    the items to compute later), which its NativeMap hands out."""
 
-    def __cinit__(self, Py_ssize_t n):
+    def __cinit__(self, Py_ssize_t n, Kernel kernel):
         cdef Py_ssize_t nchunks = (n + MAP_CHUNK - 1) // MAP_CHUNK
         cdef Py_ssize_t state_bytes = (nchunks * sizeof(uint32_t) + 63) & ~63
         self.mem = <char *>malloc(state_bytes + n * sizeof(fp_map_val) + n)
@@ -138,6 +143,7 @@ cdef class AddJob:
         self.job.tags = <uint8_t *>(self.mem + state_bytes + n * sizeof(fp_map_val))
         self.job.n = n
         self.job.nchunks = nchunks
+        self.job.encode = kernel.entry.map_chunk
 
     def __dealloc__(self):
         self.release()
@@ -164,7 +170,7 @@ cdef class AddJob:
             else:
                 k = _claim(j)
                 if k < j.nchunks:
-                    _encode_chunk(j, k)
+                    j.encode(j, k)
                     j.state[k] = C_ENCODED
                 else:
                     # Every chunk is claimed and `dec` is not ready: decode
@@ -180,7 +186,7 @@ cdef class AddJob:
         return 0
 
     cdef bint _decode(self, int64_t k) noexcept:
-        # Objects for chunk k, in place of its sums.  Allocates only ints and
+        # Objects for chunk k, in place of its results.  Allocates only ints and
         # floats; False (MemoryError set, chunk k left C_ENCODED) on failure.
         cdef fp_map_job *j = &self.job
         cdef int64_t i, lo = k * MAP_CHUNK, hi = min(lo + MAP_CHUNK, j.n)
@@ -237,11 +243,12 @@ cdef class AddJob:
 
 
 cdef class NativeMap:
-    """The iterator `map(kernels.add, items)` returns.  Every plain result is
+    """The iterator `map(kernel, items)` returns.  Every plain result is
     made before map returns (so `timeout` never expires on one); an item
-    kept for later is computed by kernels.add when reached, and its error
+    kept for later is computed by the kernel when reached, and its error
     raised there, after which iteration stops."""
-    cdef AddJob job
+    cdef MapJob job
+    cdef Kernel kernel
 
     def __dealloc__(self):
         # The job may outlive us (a helper cell not yet completed holds it):
@@ -267,7 +274,7 @@ cdef class NativeMap:
 
     cdef object _later(self, object item):
         try:
-            return add(item)
+            return self.kernel(item)
         except BaseException:
             self.close()
             raise

@@ -15,10 +15,11 @@ ctypedef struct fp_ctl:
     uint64_t task_ring       # offset of the task ring
     uint64_t result_ring     # offset of the result ring
     uint64_t payload         # offset of the payload blocks (0: none)
+    uint64_t operands        # offset of the operand words: one per task slot
     uint32_t block_size      # bytes per payload block
     int32_t owner_pid        # the process that made the segment (workers watch it)
     uint32_t n_blocks        # payload blocks: one per Python task in the rings
-    uint8_t _pad0[60]
+    uint8_t _pad0[52]
     uint32_t work_seq        # futex word idle workers sleep on
     uint32_t sleepers        # workers parked, or about to park
     uint32_t spinners        # workers awake and looking for work
@@ -48,7 +49,7 @@ ctypedef struct fp_worker_rec:
 
 cdef enum:
     FP_MAGIC = 0x46504f4f    # "FPOO"
-    FP_LAYOUT_VERSION = 3
+    FP_LAYOUT_VERSION = 4
     FP_RUNNING = 0
     FP_CLOSING = 1           # accept nothing new; finish what was accepted
     FP_TERMINATING = 2       # accept nothing new; start nothing new
@@ -64,6 +65,7 @@ cdef class Segment:
     cdef fp_worker_rec *workers
     cdef fp_ring *tasks
     cdef fp_ring *results
+    cdef fp_word *operands   # a kernel's third operand, by task slot (K_HAS_C)
     cdef readonly object name
     cdef readonly object payload     # a memoryview of the payload blocks, or None
     cdef object _owner_pid

@@ -1,6 +1,10 @@
 # The shared segment (see _segment.pxd for its layout).
 #
-#   fp_ctl | fp_worker_rec x n_workers | task ring | result ring | payload blocks
+#   fp_ctl | fp_worker_rec x n_workers | task ring | result ring | operand words | payload blocks
+#
+# The operand words are one per task slot (task_cap of them): a scalar task
+# whose kernel takes a third operand carries it there, written before its
+# cell is pushed (the push's release orders it for the worker that pops it).
 #
 # A segment is made zero-filled by the kernel, so every counter, record and
 # ring cell starts out as it should (the rings store their sequence words
@@ -25,7 +29,8 @@ cdef class Segment:
         cdef size_t workers_off = sizeof(fp_ctl)
         cdef size_t task_off = workers_off + n_workers * sizeof(fp_worker_rec)
         cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
-        cdef size_t payload_off = result_off + fp_ring_bytes(result_cap)
+        cdef size_t operands_off = result_off + fp_ring_bytes(result_cap)
+        cdef size_t payload_off = operands_off + task_cap * sizeof(fp_word)
         cdef size_t size = payload_off
         cdef uint32_t i
         if n_blocks:
@@ -50,6 +55,7 @@ cdef class Segment:
         seg.ctl.task_ring = task_off
         seg.ctl.result_ring = result_off
         seg.ctl.payload = payload_off if n_blocks else 0
+        seg.ctl.operands = operands_off
         seg.ctl.block_size = block_size if n_blocks else 0
         seg.ctl.n_blocks = n_blocks
         seg.ctl.owner_pid = os.getpid()
@@ -90,6 +96,8 @@ cdef class Segment:
                              f"(layout {c.version}, this fastpool reads {FP_LAYOUT_VERSION})")
         if c.size > <uint64_t>have or c.result_ring + sizeof(fp_ring) > c.size:
             raise ValueError(f"{self.name!r}: its header does not fit its size")
+        if c.operands < c.result_ring + sizeof(fp_ring) or c.operands > c.size:
+            raise ValueError(f"{self.name!r}: its operand words do not fit its size")
         if c.payload and c.payload + <uint64_t>c.n_blocks * c.block_size > c.size:
             raise ValueError(f"{self.name!r}: its payload blocks do not fit its size")
 
@@ -127,6 +135,7 @@ cdef class Segment:
         self.workers = <fp_worker_rec *>(self.base + self.ctl.workers)
         self.tasks = <fp_ring *>(self.base + self.ctl.task_ring)
         self.results = <fp_ring *>(self.base + self.ctl.result_ring)
+        self.operands = <fp_word *>(self.base + self.ctl.operands)
 
     cdef void _drop_pointers(self) noexcept:
         self.base = NULL
@@ -134,6 +143,7 @@ cdef class Segment:
         self.workers = NULL
         self.tasks = NULL
         self.results = NULL
+        self.operands = NULL
 
     def close(self):
         """Unmap; the process that made a named segment also unlinks it."""

@@ -24,6 +24,7 @@ ctypedef struct fp_worker:
     fp_ring *results
     fp_worker_rec *rec          # this worker's record in the segment
     fp_job **job_pages          # the owner's array jobs; NULL in another process
+    const fp_word *operands     # the segment's operand words (see _segment.pyx)
     int idx
     bint track                  # a worker process: record every ring claim (see _ring.pyx)
     uint64_t tasks_left         # leave after this many tasks (0: never)

@@ -17,7 +17,7 @@ cdef bint fp_ring_has_work(void *r) noexcept nogil:
 cdef inline bint _short_kind(uint32_t kind) noexcept nogil:
     # Kinds that finish in nanoseconds: a worker running them stays counted
     # as looking for work, so a flood of them never triggers a wake-up.
-    return kind == K_ADD_I64 or kind == K_ADD_F64 or kind == K_FAIL
+    return (kind & K_BASE_MASK) == K_SCALAR or kind == K_FAIL
 
 cdef inline int _take(fp_worker *w, fp_cell *c) noexcept nogil:
     if not w.track:
@@ -93,7 +93,7 @@ cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
     fp_store_u32_relaxed(&w.rec.slot, c.slot)
     r.slot = c.slot
     r.b.i = 0
-    rc = fp_kernel_run(c, &r, w.job_pages)
+    rc = fp_kernel_run(c, &r, w.job_pages, w.operands)
     if rc == KR_PARTIAL:
         fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
         return 0            # a chunk of a job whose last chunk publishes
@@ -155,8 +155,8 @@ cdef int _process_run_held(void *owner, const fp_cell *c, fp_cell *r, int idx) n
     return 1
 
 
-# For the Python side of a worker process (fastpool.workers).
-PAYLOAD_ADD = K_ADD_PY
+# For the Python side of a worker process (fastpool.workers); any other kind
+# it is given is a kernel's K_PY task (see kernel_py_op).
 PAYLOAD_PROC = K_PROC
 PAYLOAD_CALL = K_CALL
 RESULT_PAYLOAD = R_PAYLOAD
@@ -174,6 +174,7 @@ def run_worker_process(Segment seg, int idx, runner, uint64_t max_tasks=0):
     w.ctl = seg.ctl
     w.tasks = seg.tasks
     w.results = seg.results
+    w.operands = seg.operands
     w.rec = &seg.workers[idx]
     w.idx = idx
     w.track = True

@@ -214,8 +214,8 @@ class ThreadPoolExecutor(_PoolExecutor):
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
             timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
-        """Executor.map; map(kernels.add, tasks) takes the native path."""
-        if fn is kernels.add and len(iterables) == 1:
+        """Executor.map; map(kernel, tasks) of a native kernel takes the native path."""
+        if isinstance(fn, kernels.Kernel) and len(iterables) == 1:
             items = iterables[0]
             if type(items) is not list and type(items) is not tuple:
                 items = list(items)

@@ -136,6 +136,8 @@ class _PoolBase(Core, Executor):
         self._worker_names = worker_names
         self._workers: list[threading.Thread | None] = [None] * num_threads
         self._state_lock = threading.Lock()   # thread start/replace, not the hot path
+        if processor is None:
+            processor = kernels.add
         self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture,
                         False, BLOCK_SIZE, PAYLOAD_BLOCKS if procs is not None else 0)
         if procs is None:
@@ -420,14 +422,14 @@ class _PoolBase(Core, Executor):
         when iteration reaches it."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        if fn is kernels.add and len(iterables) == 1:
-            # Native path: the items are read and added at the call, by this
-            # thread and idle workers together; results come out in order.
+        if isinstance(fn, kernels.Kernel) and len(iterables) == 1:
+            # Native path: the items are read and computed at the call, by
+            # this thread and idle workers together; results come out in order.
             items = iterables[0]
             if type(items) is not list and type(items) is not tuple:
                 items = list(items)
             # As Executor.map: nothing to run, nothing refused.
-            return self._map_add(items, self._map_helpers() if items else 0)
+            return self._map_kernel(fn, items, self._map_helpers() if items else 0)
         return super().map(fn, *iterables, timeout=timeout)
 
     def _map_helpers(self) -> int:
@@ -457,8 +459,9 @@ class _PoolBase(Core, Executor):
 class WorkerPool(_PoolBase):
     """A fixed set of workers running tasks from a FIFO: the Node.js WorkerPool.
 
-    `processor` is what a worker does with a task: None for the native add
-    kernel (`fastpool.kernels.add`), or any callable f(task) -> result.
+    `processor` is what a worker does with a task: a native kernel
+    (`fastpool.kernels.add`, the default, `mul` or `fma`), or any callable
+    f(task) -> result.
     `workers="thread"` (the default) runs it in threads of this process,
     native kernels without the GIL, Python code with it.  `workers="process"`
     runs it in worker processes (started with `start_method`: None for

@@ -329,13 +329,14 @@ class _Runner:
         self.loads = pickle.loads
         self.area = area
         self.processor = processor
-        self.kinds = (_core.PAYLOAD_ADD, _core.PAYLOAD_PROC, _core.PAYLOAD_CALL)
+        self.kinds = (_core.PAYLOAD_PROC, _core.PAYLOAD_CALL)
+        self.kernel_op = _core.kernel_py_op
         self.ok, self.failed = _core.RESULT_PAYLOAD, _core.RESULT_PAYLOAD_ERR
 
     def __call__(self, slot: int, kind: int) -> int:
         # `slot`: the task's payload block.
         area = self.area
-        add, proc, call = self.kinds
+        proc, call = self.kinds
         try:
             stream = self.stream_of(self.seg, slot)
             task = self.loads(stream) if stream is not None else area.read(slot, copy=False)
@@ -361,9 +362,8 @@ class _Runner:
                 result = fn(*args, **kwargs)
             elif kind == proc:
                 result = self.processor(task)
-            else:
-                a, b = task
-                result = a + b
+            else:       # a native kernel's task on Python objects (big ints, numpy scalars)
+                result = self.kernel_op(kind)(*task)
         except BaseException as e:
             task = result = None
             return self._error(slot, e)

@@ -1,6 +1,6 @@
 /*
  * Reads of immutable Python objects that need no GIL, for the native map:
- * an exact 2-tuple's items and the values of exact ints and floats.
+ * an exact tuple's items and the values of exact ints and floats.
  *
  * The caller guarantees that the objects stay alive and unchanged while it
  * reads (see _map.pyx: the thread that owns the items holds the GIL and runs
@@ -18,25 +18,27 @@
 
 enum { FP_READ_OTHER = 0, FP_READ_INT = 1, FP_READ_FLOAT = 2 };
 
-/* An exact 2-tuple: its items in *a and *b (borrowed), 1; else 0. */
-static inline int fp_read_pair(PyObject *item, PyObject **a, PyObject **b) {
-    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2)
+/* An exact n-tuple: its items in ops[0..n) (borrowed), 1; else 0. */
+static inline int fp_read_tuple(PyObject *item, int n, PyObject **ops) {
+    int i;
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != n)
         return 0;
-    *a = PyTuple_GET_ITEM(item, 0);
-    *b = PyTuple_GET_ITEM(item, 1);
+    for (i = 0; i < n; i++)
+        ops[i] = PyTuple_GET_ITEM(item, i);
     return 1;
 }
 
-/* Start loading what fp_read_pair and fp_read_operand will read, a few
+/* Start loading what fp_read_tuple and fp_read_operand will read, a few
  * items ahead: the item itself, then (once it is in cache) its operands. */
 static inline void fp_prefetch_item(PyObject *item) {
     __builtin_prefetch(item);
 }
 
-static inline void fp_prefetch_operands(PyObject *item) {
-    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
-        __builtin_prefetch(PyTuple_GET_ITEM(item, 0));
-        __builtin_prefetch(PyTuple_GET_ITEM(item, 1));
+static inline void fp_prefetch_operands(PyObject *item, int n) {
+    int i;
+    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == n) {
+        for (i = 0; i < n; i++)
+            __builtin_prefetch(PyTuple_GET_ITEM(item, i));
     }
 }
 

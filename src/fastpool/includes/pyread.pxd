@@ -7,6 +7,6 @@ cdef extern from "pyread.h" nogil:
         FP_READ_INT
         FP_READ_FLOAT
     void fp_prefetch_item(PyObject *item)
-    void fp_prefetch_operands(PyObject *item)
-    bint fp_read_pair(PyObject *item, PyObject **a, PyObject **b)
+    void fp_prefetch_operands(PyObject *item, int n)
+    bint fp_read_tuple(PyObject *item, int n, PyObject **ops)
     int fp_read_operand(PyObject *x, int64_t *i, double *d)
