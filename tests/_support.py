@@ -45,6 +45,12 @@ class Gate:
         with self._lock:
             self._arrived.append(conn)
 
+    def release_one(self) -> None:
+        """Lets the task that arrived first (of those still held) go on."""
+        with self._lock:
+            conn = self._arrived.pop(0)
+        conn.close()
+
     def open(self) -> None:
         with self._lock:
             self._listener.close()

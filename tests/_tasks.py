@@ -5,6 +5,7 @@ import ctypes
 import os
 import signal
 import socket
+import time
 
 
 def double(x):
@@ -77,3 +78,23 @@ class Counter:
 
     def get(self, _):
         return self.value
+
+
+def fail_odd(x):
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x
+
+
+def gated(arg):
+    # wait_at_gate(name), then `value`: (name, value) is the argument.
+    name, value = arg
+    wait_at_gate(name)
+    return value
+
+
+def slow_echo(x):
+    # A task that takes a while without holding the GIL (a thread pool's
+    # other threads run meanwhile).
+    time.sleep(0.0002)
+    return x

@@ -11,7 +11,7 @@ at a time in the context their task was submitted from.
 """
 from fastpool import kernels
 from fastpool._future import PoolFuture
-from fastpool.errors import PoolClosedError, TaskTimeoutError, WorkerExitedError
+from fastpool.errors import PoolClosedError, QueueFullError, TaskTimeoutError, WorkerExitedError
 from fastpool.pool import WorkerPool
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "ThreadPoolExecutor",
     "PoolFuture",
     "PoolClosedError",
+    "QueueFullError",
     "WorkerExitedError",
     "TaskTimeoutError",
     "BrokenThreadPool",

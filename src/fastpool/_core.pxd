@@ -3,8 +3,10 @@
 include "includes/atomic.pxd"
 include "includes/arith.pxd"
 include "includes/pyread.pxd"
+include "includes/clock.pxd"
 
 include "_ring.pxd"
+include "_stats.pxd"
 include "_segment.pxd"
 include "_freelist.pxd"
 include "_map.pxd"

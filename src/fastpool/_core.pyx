@@ -3,6 +3,7 @@
 include "_ring.pyx"
 include "_segment.pyx"
 include "_freelist.pyx"
+include "_stats.pyx"
 include "_kernels.pyx"
 include "_map.pyx"
 include "_builtins.pyx"

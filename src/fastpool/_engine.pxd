@@ -38,6 +38,15 @@ cdef class Core:
     cdef object area                # their payload blocks (a PayloadArea), or None
     cdef int32_t *free_blocks       # a stack of the free payload blocks' numbers
     cdef int32_t n_free_blocks
+    # Stats and the bounded queue (_stats.pyx).
+    cdef fp_pool_stats *stats       # the owner's counters, in the segment
+    cdef uint64_t *stamps           # admission stamps, one per task slot, in the segment
+    cdef uint64_t pending_stamp     # the stamp _admit writes for the task it admits (0: none)
+    cdef uint32_t short_seq         # short-kind tasks submitted: one in FP_SAMPLE is timed
+    cdef readonly int64_t max_queue # tasks that may wait for a worker (-1: no bound)
+    cdef bint watch_drain           # a "drain" listener exists
+    cdef bint drain_armed           # a task had to wait: emit "drain" once none waits
+    cdef object _last_stats         # the stats as the pool stopped
 
     cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
     cdef object _encode(self, int op, object task, fp_cell *c, fp_word *x)
@@ -65,5 +74,7 @@ cdef class Core:
     cdef void _release_slot(self, int32_t slot) noexcept
     cdef int _deliver(self, uint8_t mode, object cb, object ctx, object err, object value) except -1
     cdef int _flush_overflow(self) except -1
+    cdef bint _queue_room(self) noexcept
+    cdef int _after_submit(self) except -1
     cdef int _teardown(self) except -1
     cdef bint _set_state(self, uint32_t state)

@@ -85,6 +85,8 @@ cdef inline bint _needs_block(uint32_t kind, bint procs) noexcept:
     # A Python task for a worker process travels pickled in a payload block.
     return procs and (kind == K_PROC or kind == K_CALL or (kind & K_BASE_MASK) == K_PY)
 
+cdef fp_pool_stats _no_stats     # where a closed pool's counters go
+
 cdef uint64_t _pow2_at_least(uint64_t n) noexcept:
     cdef uint64_t c = 2
     while c < n:
@@ -107,19 +109,22 @@ cdef class _Queued:
     cdef object obj, cb, ctx
     cdef uint8_t mode
     cdef bint started       # its future was marked running (worker processes)
+    cdef uint64_t stamp     # when it was accepted, if it is timed (_stats.pyx)
 
 
 cdef class Core:
     """Native part of a pool; fastpool.pool.WorkerPool builds on it."""
 
     def _core_init(self, int32_t num_threads, int32_t ring_size, processor,
-                   bint lose_on_base_exception, future_cls, bint named=False,
+                   bint lose_on_base_exception, future_cls, named=False,
                    uint32_t block_size=0, int32_t n_blocks=0):
         """`n_blocks` > 0: the workers are processes attached to a named
         segment; Python tasks and results travel pickled through payload
         blocks of `block_size` bytes (see _payload.py), one per Python task
         in the rings: at most `n_blocks` of them at once, the rest wait in
-        the FIFO (native tasks travel in the cells and need none)."""
+        the FIFO (native tasks travel in the cells and need none).
+        `named`: the segment gets a name (True), or this name (a str), so
+        that other processes can read its stats."""
         cdef int32_t i
         from collections import deque
         # Every worker must be able to hold a task at once, or tasks that
@@ -139,6 +144,9 @@ cdef class Core:
         self.seg = Segment.create(num_threads, ring_size,
                                   _pow2_at_least(ring_size + 2 * num_threads + 2),
                                   named or n_blocks != 0, block_size, n_blocks)
+        self.stats = &self.seg.ctl.stats
+        self.stamps = self.seg.stamps
+        self.max_queue = -1
         if n_blocks:
             global _loads, _dumps, _Buffers
             from fastpool._payload import PayloadArea, _Buffers
@@ -156,6 +164,12 @@ cdef class Core:
         self.results = self.seg.results
         self.operands = self.seg.operands
         self.state = FP_RUNNING
+
+    def _configure_queue(self, int64_t max_queue):
+        """At most `max_queue` tasks wait for a worker (-1: no bound)."""
+        self.max_queue = max_queue
+        self.stats.max_queue = max_queue
+        self.stats.room_watch = max_queue >= 0
 
     def _inject_fault(self, str point, uint32_t after=1):
         """Tests: the `after`-th time a worker process reaches `point`
@@ -279,6 +293,9 @@ cdef class Core:
         cdef _Queued q
         cdef fp_cell c
         cdef fp_word x
+        cdef uint64_t stamp = 0
+        if self.max_queue >= 0 and not self._queue_room():
+            self._refuse()
         obj = self._encode(op, task, &c, &x)
         if self.procs:
             obj = self._to_payload(&c, obj)
@@ -287,6 +304,14 @@ cdef class Core:
             # contextvars (numpy's error state): a future's task runs in its
             # submitter's context too.
             ctx = self._context_snapshot()
+        # Timed: every task of a long kind, one in FP_SAMPLE of the short
+        # ones (a clock read costs more than such a task).
+        if _short_kind(c.kind):
+            self.short_seq += 1
+            if self.short_seq & (FP_SAMPLE - 1) == 1:
+                stamp = fp_now_ns()
+        elif (c.kind & K_BASE_MASK) != K_ARRAY:
+            stamp = fp_now_ns()
         # Encoding ran user code, and any allocation can run a collection
         # whose finalizers let other threads in: a close() may have got
         # through since the caller looked.  Nothing below lets go of the
@@ -299,7 +324,9 @@ cdef class Core:
                 # from here on, as the stdlib's once in its call queue.  (A
                 # new future has no Condition: this lets no thread in.)
                 _start(cb)
+            self.pending_stamp = stamp
             self._admit(&c, &x, obj, cb, ctx, mode)
+            self._after_submit()
             return 0
         # Room is freed only by the dispatcher, which then moves these on.
         q = _Queued.__new__(_Queued)
@@ -311,10 +338,13 @@ cdef class Core:
         q.cb = cb
         q.ctx = ctx
         q.mode = mode
+        q.stamp = stamp
         if self.state != FP_RUNNING:    # the same, for the allocation just made
             self._raise_closed()
         self.overflow.append(q)
         self.n_overflow += 1
+        fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
+        self._after_submit()
         if not self.disp_started:
             self._ensure_dispatcher()   # only it moves the queue on
         if self.ctl != NULL and self.n_overflow and self._has_room(
@@ -407,6 +437,10 @@ cdef class Core:
         self.slots.ctxs[slot] = ctx
         self.slots.objs[slot] = obj
         self.tasks_in += 1
+        if self.pending_stamp:
+            # Before the push that hands the task over (release).
+            self.stamps[slot] = self.pending_stamp
+            self.pending_stamp = 0
         c.slot = <uint32_t>slot
         self.slots.job(slot).cells = need
         if (c.kind & K_BASE_MASK) != K_ARRAY:
@@ -491,6 +525,8 @@ cdef class Core:
         w.tasks = self.tasks
         w.results = self.results
         w.rec = &self.seg.workers[idx]
+        w.stats = &self.seg.wstats[idx]
+        w.stamps = self.seg.stamps
         w.job_pages = self.slots.job_pages
         w.operands = self.operands
         w.idx = idx
@@ -604,6 +640,8 @@ cdef class Core:
                 if self.state == FP_TERMINATING or (
                         self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
                     break
+                if self.drain_armed:
+                    self._check_drain()     # after `seen`: a worker's wake-up is not missed
                 if self.batch_pos >= self.batch_len:
                     with nogil:
                         n = self._collect(self.batch, BATCH, seen)
@@ -784,6 +822,7 @@ cdef class Core:
             elif kind == R_CLOSED:
                 err = self._closed_error()
             elif kind == R_CANCELLED:
+                fp_stat_add(&self.stats.cancelled, 1)
                 return 0
             else:
                 err = SystemError(f"fastpool: unknown result kind {kind}")
@@ -791,6 +830,7 @@ cdef class Core:
             # Turning the result into Python objects failed (out of memory):
             # the task still completes exactly once, with that error.
             err, value = e, None
+        fp_stat_add(&self.stats.completed if err is None else &self.stats.failed, 1)
         if defer:
             self._deliver_later(mode, cb, ctx, err, value)
         else:
@@ -811,6 +851,7 @@ cdef class Core:
             self.area.discard(self.slots.job(slot).block - 1)   # a one-off segment it may have left
         self._release_slot(slot)
         if mode != MODE_QUIET:
+            fp_stat_add(&self.stats.failed, 1)
             self._deliver(mode, cb, ctx, err, None)
         return 0
 
@@ -843,6 +884,9 @@ cdef class Core:
         rec.leaving = 0
         rec.pid = 0
         err = self._worker_died_error(idx, status, slot >= 0)
+        fp_store_u32_relaxed(&self.seg.wstats[idx].busy, 0)    # it runs nothing now
+        if self.max_queue >= 0:
+            fp_room_wake(self.ctl)
         if slot >= 0:
             self._fail_slot(slot, err)
         self._on_process_exit(idx, status, leaving, err, slot >= 0)
@@ -903,6 +947,8 @@ cdef class Core:
     cdef void _release_slot(self, int32_t slot) noexcept:
         # Give back the slot, the ring cells and the payload block the task held.
         cdef fp_job *job = self.slots.job(slot)
+        if self.stamps != NULL and self.stamps[slot]:
+            self.stamps[slot] = 0       # the slot's next task may not be timed
         self.record_credits += job.cells
         if job.block:
             self.free_blocks[self.n_free_blocks] = job.block - 1
@@ -971,11 +1017,115 @@ cdef class Core:
                 if not _start(q.cb):
                     self.overflow.popleft()     # cancelled while it waited: it never runs
                     self.n_overflow -= 1
+                    fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
+                    fp_stat_add(&self.stats.cancelled, 1)
                 continue
             self.overflow.popleft()
             self.n_overflow -= 1
+            fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
+            self.pending_stamp = q.stamp
             self._admit(&q.cell, &q.x, q.obj, q.cb, q.ctx, q.mode)
         return 0
+
+    # ------------------------------------------------- stats, bounded queue
+
+    cdef bint _queue_room(self) noexcept:
+        # Room for one more task: fewer than max_queue wait, or fewer than
+        # max_queue plus the workers free to take them (a task that a free
+        # worker takes at once never queues, as with piscina's maxQueue).
+        # The records are read only when the first test fails.
+        cdef uint64_t waiting
+        if self.ctl == NULL:
+            return True         # closed: the caller raises PoolClosedError
+        waiting = fp_queued(self.ctl, self.tasks)
+        if waiting < <uint64_t>self.max_queue:
+            return True
+        return waiting < <uint64_t>self.max_queue + self.ctl.n_workers - fp_running(self.ctl, self.seg.wstats)
+
+    def _refuse(self):
+        from fastpool.errors import QueueFullError
+        fp_stat_add(&self.stats.refused, 1)
+        raise QueueFullError(f"the pool's queue is full: {self.max_queue} tasks wait for a worker "
+                             f"(max_queue); wait_for_room() waits until one more fits")
+
+    cdef int _after_submit(self) except -1:
+        # A task was accepted.  With a "drain" listener: if it has to wait
+        # (more tasks wait than workers are free), arm the dispatcher to
+        # emit "drain" once none waits, and wake it when that may be so
+        # (workers, see fp_task_begin).
+        fp_stat_add(&self.stats.submitted, 1)
+        if (self.watch_drain and not self.drain_armed and self.ctl != NULL
+                and fp_queued(self.ctl, self.tasks)
+                > self.ctl.n_workers - fp_running(self.ctl, self.seg.wstats)):
+            self.drain_armed = True
+            fp_store_u32_relaxed(&self.stats.drain_armed, 1)
+            if not self.disp_started:
+                self._ensure_dispatcher()
+            fp_dispatcher_wake(self.ctl)
+        return 0
+
+    def _watch_drain(self, bint on):
+        self.watch_drain = on
+
+    def _check_drain(self):
+        """Dispatcher: emit "drain" if a task had to wait and none waits now."""
+        if self.drain_armed and self.ctl != NULL and fp_queued(self.ctl, self.tasks) == 0:
+            self.drain_armed = False
+            fp_store_u32_relaxed(&self.stats.drain_armed, 0)
+            self._emit("drain")
+
+    def _wait_room(self, timeout):
+        """wait_for_room (validated by the Python layer): True once one more
+        task fits, False after `timeout` seconds (None: no limit)."""
+        cdef int64_t ns = -1
+        cdef uint32_t seen
+        cdef fp_ctl *ctl
+        deadline = None if timeout is None else _monotonic() + timeout
+        while True:
+            if self.state != FP_RUNNING or self.ctl == NULL:
+                self._raise_closed()
+            if self.max_queue < 0:
+                return True
+            ctl = self.ctl
+            # The Dekker pair with fp_task_end: count ourselves in, then
+            # look at the records; a worker clears its record, then reads
+            # the count.  The wake-up word is read before the look.
+            fp_add_u32_seq_cst(&ctl.stats.room_waiters, 1)
+            try:
+                fp_fence_seq_cst()
+                seen = fp_load_u32_seq_cst(&ctl.stats.room_seq)
+                if self._queue_room():
+                    return True
+                if deadline is not None:
+                    ns = <int64_t>((deadline - _monotonic()) * 1e9)
+                    if ns <= 0:
+                        return False
+                with nogil:
+                    fp_futex_wait_ns(&ctl.stats.room_seq, seen, ns)
+            finally:
+                # A close() wakes us before the segment can go (it goes
+                # with the GIL held, and we hold it here).
+                if self.ctl != NULL:
+                    fp_sub_u32_seq_cst(&ctl.stats.room_waiters, 1)
+
+    def _room_waiters(self):
+        """Producers in wait_for_room (tests)."""
+        return 0 if self.ctl == NULL else fp_load_u32_seq_cst(&self.ctl.stats.room_waiters)
+
+    def _note_workers(self, uint32_t alive, uint32_t respawned=0):
+        """The Python layer: `alive` workers now, `respawned` of them new
+        replacements."""
+        fp_store_u32_relaxed(&self.stats.workers, alive)
+        fp_stat_add(&self.stats.respawns, respawned)
+
+    def _stats(self):
+        """The stats, live; once the pool has stopped, as they were then."""
+        if self.ctl != NULL:
+            return segment_stats(self.seg)
+        last = self._last_stats
+        if last is None:
+            return None
+        return {k: dict(v) if type(v) is dict else v for k, v in last.items()}
 
     cdef int _teardown(self) except -1:
         cdef fp_cell c
@@ -1008,6 +1158,10 @@ cdef class Core:
             self._fail_unstarted(self._closed_error)
         finally:
             self.state = FP_STOPPING
+            try:
+                self._last_stats = segment_stats(self.seg)
+            except BaseException:
+                pass        # stats are best effort; letting go of the segment is not
             self._release_memory()
         if interrupted is not None:
             raise interrupted
@@ -1044,6 +1198,8 @@ cdef class Core:
         while self.n_overflow:
             q = <_Queued>self.overflow.popleft()
             self.n_overflow -= 1
+            fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
+            fp_stat_add(&self.stats.failed, 1)
             self.tasks_in += 1
             self.tasks_out += 1
             try:
@@ -1088,6 +1244,8 @@ cdef class Core:
         return fp_load_u32_seq_cst(&self.ctl.sleepers) + fp_load_u32_seq_cst(&self.ctl.spinners)
 
     def _release_memory(self):
+        self.stats = &_no_stats     # writes after this go nowhere
+        self.stamps = NULL
         self.ctl = NULL
         self.tasks = NULL
         self.results = NULL
@@ -1213,6 +1371,8 @@ cdef class Core:
         the workers and the dispatcher are the parent's: touch none of them
         (no state write, no wake-up, no unlink)."""
         self.state = FP_STOPPING
+        self.stats = &_no_stats
+        self.stamps = NULL
         self.ctl = NULL
         self.tasks = NULL
         self.results = NULL
@@ -1229,6 +1389,7 @@ cdef class Core:
         self.state = state
         fp_store_u32_seq_cst(&self.ctl.state, state)
         fp_dispatcher_wake(self.ctl)
+        fp_room_wake(self.ctl)      # producers in wait_for_room: the pool is closed
         if state >= FP_TERMINATING:
             fp_idle_wake_all(self.ctl)
         return True

@@ -19,7 +19,10 @@ ctypedef struct fp_ctl:
     uint32_t block_size      # bytes per payload block
     int32_t owner_pid        # the process that made the segment (workers watch it)
     uint32_t n_blocks        # payload blocks: one per Python task in the rings
-    uint8_t _pad0[52]
+    uint32_t _pad0a
+    uint64_t wstats          # offset of the workers' stats blocks (fp_worker_stats)
+    uint64_t stamps          # offset of the admission stamps, one per task slot (_stats.pyx)
+    uint8_t _pad0[32]
     uint32_t work_seq        # futex word idle workers sleep on
     uint32_t sleepers        # workers parked, or about to park
     uint32_t spinners        # workers awake and looking for work
@@ -34,6 +37,7 @@ ctypedef struct fp_ctl:
     uint32_t fault_point     # tests: FP_FAULT_* where a worker process dies ...
     uint32_t fault_after     # ... the time it gets there after this many more
     uint8_t _pad3[44]
+    fp_pool_stats stats      # the owner's counters (see _stats.pxd)
 
 # One per worker, on its own cache line: written by that worker only (and,
 # once a worker process is dead, read by its owner to recover what it held).
@@ -49,7 +53,7 @@ ctypedef struct fp_worker_rec:
 
 cdef enum:
     FP_MAGIC = 0x46504f4f    # "FPOO"
-    FP_LAYOUT_VERSION = 4
+    FP_LAYOUT_VERSION = 5
     FP_RUNNING = 0
     FP_CLOSING = 1           # accept nothing new; finish what was accepted
     FP_TERMINATING = 2       # accept nothing new; start nothing new
@@ -63,12 +67,15 @@ cdef class Segment:
     cdef char *base
     cdef fp_ctl *ctl
     cdef fp_worker_rec *workers
+    cdef fp_worker_stats *wstats
+    cdef uint64_t *stamps
     cdef fp_ring *tasks
     cdef fp_ring *results
     cdef fp_word *operands   # a kernel's third operand, by task slot (K_HAS_C)
     cdef readonly object name
     cdef readonly object payload     # a memoryview of the payload blocks, or None
     cdef object _owner_pid
+    cdef readonly bint readonly      # mapped read-only, to read its stats
 
     cdef int _map(self, object mapping) except -1
     cdef void _locate(self) noexcept

@@ -1,10 +1,13 @@
 # The shared segment (see _segment.pxd for its layout).
 #
-#   fp_ctl | fp_worker_rec x n_workers | task ring | result ring | operand words | payload blocks
+#   fp_ctl | fp_worker_rec x n | fp_worker_stats x n | task ring | result ring
+#          | operand words | admission stamps | payload blocks
 #
 # The operand words are one per task slot (task_cap of them): a scalar task
 # whose kernel takes a third operand carries it there, written before its
 # cell is pushed (the push's release orders it for the worker that pops it).
+#
+# The admission stamps are one per task slot too (_stats.pyx).
 #
 # A segment is made zero-filled by the kernel, so every counter, record and
 # ring cell starts out as it should (the rings store their sequence words
@@ -20,17 +23,21 @@ import os
 cdef class Segment:
 
     @staticmethod
-    def create(uint32_t n_workers, uint64_t task_cap, uint64_t result_cap, bint named=False,
+    def create(uint32_t n_workers, uint64_t task_cap, uint64_t result_cap, named=False,
                uint32_t block_size=0, uint32_t n_blocks=0):
         """A new segment; with `n_blocks` payload blocks of `block_size`
         bytes (the pickled tasks and results of worker processes, see
-        _payload.py)."""
+        _payload.py).  `named`: False for an anonymous mapping, True for a
+        named segment with a name of its own, or that name (a str).
+        `task_cap` is also the number of task slots (one stamp each)."""
         cdef Segment seg = Segment.__new__(Segment)
         cdef size_t workers_off = sizeof(fp_ctl)
-        cdef size_t task_off = workers_off + n_workers * sizeof(fp_worker_rec)
+        cdef size_t wstats_off = workers_off + n_workers * sizeof(fp_worker_rec)
+        cdef size_t task_off = wstats_off + n_workers * sizeof(fp_worker_stats)
         cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
         cdef size_t operands_off = result_off + fp_ring_bytes(result_cap)
-        cdef size_t payload_off = operands_off + task_cap * sizeof(fp_word)
+        cdef size_t stamps_off = (operands_off + task_cap * sizeof(fp_word) + 63) & ~(<size_t>63)
+        cdef size_t payload_off = stamps_off + task_cap * sizeof(uint64_t)
         cdef size_t size = payload_off
         cdef uint32_t i
         if n_blocks:
@@ -38,7 +45,15 @@ cdef class Segment:
             size = payload_off + <size_t>n_blocks * block_size
         if named:
             from multiprocessing import shared_memory
-            mapping = shared_memory.SharedMemory(create=True, size=size)
+            if named is True:
+                mapping = shared_memory.SharedMemory(create=True, size=size)
+            else:
+                try:
+                    mapping = shared_memory.SharedMemory(named, create=True, size=size)
+                except FileExistsError:
+                    raise FileExistsError(
+                        f"a shared-memory segment named {named!r} exists already (another "
+                        f"pool's, or one whose process was killed): choose another shm_name") from None
             seg.name = mapping.name
         else:
             # Thread workers need no name: an anonymous shared mapping is
@@ -52,6 +67,8 @@ cdef class Segment:
         seg.ctl.size = size
         seg.ctl.n_workers = n_workers
         seg.ctl.workers = workers_off
+        seg.ctl.wstats = wstats_off
+        seg.ctl.stamps = stamps_off
         seg.ctl.task_ring = task_off
         seg.ctl.result_ring = result_off
         seg.ctl.payload = payload_off if n_blocks else 0
@@ -59,6 +76,8 @@ cdef class Segment:
         seg.ctl.block_size = block_size if n_blocks else 0
         seg.ctl.n_blocks = n_blocks
         seg.ctl.owner_pid = os.getpid()
+        seg.ctl.stats.t0_ns = fp_now_ns()
+        seg.ctl.stats.max_queue = -1
         seg._locate()
         for i in range(n_workers):
             seg.workers[i].slot = FP_NO_SLOT
@@ -67,11 +86,13 @@ cdef class Segment:
         return seg
 
     @staticmethod
-    def attach(str name):
-        """Map the named segment of a pool made by another process."""
+    def attach(str name, bint readonly=False):
+        """Map the named segment of a pool made by another process
+        (`readonly`: only to read its stats)."""
         cdef Segment seg = Segment.__new__(Segment)
-        mapping = _attach_untracked(name)
+        mapping = _attach_untracked(name, readonly)
         seg.name = name
+        seg.readonly = readonly
         try:
             seg._check(mapping)
             seg._map(mapping)
@@ -85,6 +106,7 @@ cdef class Segment:
         cdef Py_ssize_t have = len(mapping)
         cdef const unsigned char[::1] mv
         cdef const fp_ctl *c
+        cdef const fp_ring *tasks
         if have < <Py_ssize_t>sizeof(fp_ctl):
             raise ValueError(f"{self.name!r} is not a fastpool pool (too small)")
         mv = mapping
@@ -94,7 +116,13 @@ cdef class Segment:
         if c.version != FP_LAYOUT_VERSION:
             raise ValueError(f"{self.name!r} is a fastpool pool of another version "
                              f"(layout {c.version}, this fastpool reads {FP_LAYOUT_VERSION})")
-        if c.size > <uint64_t>have or c.result_ring + sizeof(fp_ring) > c.size:
+        if (c.size > <uint64_t>have or c.result_ring + sizeof(fp_ring) > c.size
+                or c.task_ring + sizeof(fp_ring) > c.size
+                or c.workers + <uint64_t>c.n_workers * sizeof(fp_worker_rec) > c.size
+                or c.wstats + <uint64_t>c.n_workers * sizeof(fp_worker_stats) > c.size):
+            raise ValueError(f"{self.name!r}: its header does not fit its size")
+        tasks = <const fp_ring *>&mv[c.task_ring]
+        if c.stamps + (tasks.mask + 1) * sizeof(uint64_t) > c.size:
             raise ValueError(f"{self.name!r}: its header does not fit its size")
         if c.operands < c.result_ring + sizeof(fp_ring) or c.operands > c.size:
             raise ValueError(f"{self.name!r}: its operand words do not fit its size")
@@ -102,7 +130,8 @@ cdef class Segment:
             raise ValueError(f"{self.name!r}: its payload blocks do not fit its size")
 
     cdef int _map(self, object mapping) except -1:
-        cdef unsigned char[::1] mv = mapping.buf if hasattr(mapping, "buf") else mapping
+        # const: a read-only mapping too (the pointers are then only read).
+        cdef const unsigned char[::1] mv = mapping.buf if hasattr(mapping, "buf") else mapping
         self._mapping = mapping
         self.base = <char *>&mv[0]
         self.ctl = <fp_ctl *>self.base
@@ -133,6 +162,8 @@ cdef class Segment:
     cdef void _locate(self) noexcept:
         # The parts, from the offsets in the header.
         self.workers = <fp_worker_rec *>(self.base + self.ctl.workers)
+        self.wstats = <fp_worker_stats *>(self.base + self.ctl.wstats)
+        self.stamps = <uint64_t *>(self.base + self.ctl.stamps)
         self.tasks = <fp_ring *>(self.base + self.ctl.task_ring)
         self.results = <fp_ring *>(self.base + self.ctl.result_ring)
         self.operands = <fp_word *>(self.base + self.ctl.operands)
@@ -141,6 +172,8 @@ cdef class Segment:
         self.base = NULL
         self.ctl = NULL
         self.workers = NULL
+        self.wstats = NULL
+        self.stamps = NULL
         self.tasks = NULL
         self.results = NULL
         self.operands = NULL
@@ -165,15 +198,21 @@ cdef class Segment:
         self._mapping = None    # unmapped in this process only
 
 
-def _attach_untracked(name):
+def _attach_untracked(name, bint readonly=False):
     # Map the segment itself, not through SharedMemory: before 3.13 that
     # registers it with the resource tracker, which worker processes share
     # with their owner (its registration, not theirs, must stand) and which
     # would unlink the segment when a process that attached exits.
     import _posixshmem, mmap
-    fd = _posixshmem.shm_open("/" + name.lstrip("/"), os.O_RDWR, mode=0o600)
+    fd = _posixshmem.shm_open("/" + name.lstrip("/"), os.O_RDONLY if readonly else os.O_RDWR,
+                              mode=0o600)
     try:
-        return mmap.mmap(fd, os.fstat(fd).st_size)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise ValueError(f"{name!r} is not a fastpool pool (empty)")
+        if readonly:
+            return mmap.mmap(fd, size, prot=mmap.PROT_READ)
+        return mmap.mmap(fd, size)
     finally:
         os.close(fd)
 

@@ -23,6 +23,8 @@ ctypedef struct fp_worker:
     fp_ring *tasks
     fp_ring *results
     fp_worker_rec *rec          # this worker's record in the segment
+    fp_worker_stats *stats      # its stats block in the segment
+    const uint64_t *stamps      # the segment's admission stamps (_stats.pyx)
     fp_job **job_pages          # the owner's array jobs; NULL in another process
     const fp_word *operands     # the segment's operand words (see _segment.pyx)
     int idx

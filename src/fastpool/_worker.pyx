@@ -89,12 +89,15 @@ cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
     cdef fp_cell r
     cdef int lost = 0
     cdef int rc
+    cdef fp_timing tm
     # relaxed: the record is a hint for observers, ordered by nothing.
     fp_store_u32_relaxed(&w.rec.slot, c.slot)
+    fp_task_begin(&tm, w.ctl, w.tasks, w.stats, w.stamps, c.slot)
     r.slot = c.slot
     r.b.i = 0
     rc = fp_kernel_run(c, &r, w.job_pages, w.operands)
     if rc == KR_PARTIAL:
+        fp_task_end(&tm, w.ctl, w.stats, 1)
         fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
         return 0            # a chunk of a job whose last chunk publishes
     if rc == KR_HELD:
@@ -104,6 +107,7 @@ cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
             # a work item that a thread took from its queue.
             fp_store_u32_release(&fp_job_at(w.job_pages, c.slot).taken, 1)
         lost = w.hooks.run_held(w.hooks.owner, c, &r, w.idx)
+    fp_task_end(&tm, w.ctl, w.stats, FP_SAMPLE if _short_kind(c.kind) else 1)
     fp_worker_publish(w, &r)
     fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
     fp_store_u32_relaxed(&w.rec.tasks_low, fp_load_u32_relaxed(&w.rec.tasks_low) + 1)
@@ -176,6 +180,8 @@ def run_worker_process(Segment seg, int idx, runner, uint64_t max_tasks=0):
     w.results = seg.results
     w.operands = seg.operands
     w.rec = &seg.workers[idx]
+    w.stats = &seg.wstats[idx]
+    w.stamps = seg.stamps
     w.idx = idx
     w.track = True
     w.tasks_left = max_tasks

@@ -15,6 +15,11 @@ class PoolClosedError(RuntimeError):
     the tasks that had not started."""
 
 
+class QueueFullError(RuntimeError):
+    """The pool's queue is full (`max_queue` tasks wait for a worker): the
+    task was not accepted.  `pool.wait_for_room()` waits until one more fits."""
+
+
 class WorkerExitedError(_BrokenExecutor):
     """The worker running the task was lost: a thread that raised a
     BaseException (its `__cause__`), or a worker process that died (the

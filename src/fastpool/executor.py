@@ -38,18 +38,18 @@ class _ExecutorPool(_PoolBase):
 
     def __init__(self, num_threads: int, names: list[str],
                  initializer: Callable[..., Any] | None, initargs: tuple,
-                 procs: dict | None = None) -> None:
+                 procs: dict | None = None, max_queue: int | None = None) -> None:
         self._initializer = initializer if procs is None else None  # a process runs its own
         self._initargs = initargs
         self._broken: str | bool = False
         self._threads: set = set()      # every thread started, as the stdlib keeps it
         if procs is None:
-            self._start(num_threads, None, 1024, names, lazy=True)
+            self._start(num_threads, None, 1024, names, lazy=True, max_queue=max_queue)
         else:
             # Futures are running once in the ring (as the stdlib's once in
             # its call queue): a small ring keeps the rest cancellable.
             ring = 1 << max(3, (2 * num_threads).bit_length())
-            self._start(num_threads, None, ring, names, procs=procs)
+            self._start(num_threads, None, ring, names, procs=procs, max_queue=max_queue)
 
     def _spawn(self, idx: int) -> None:
         super()._spawn(idx)
@@ -135,6 +135,15 @@ class _PoolExecutor(Executor):
         except PoolClosedError:
             raise RuntimeError(_AFTER_SHUTDOWN) from None
 
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """As WorkerPool.wait_for_room: True once one more future fits in
+        `max_queue`, False after `timeout` seconds."""
+        return self._pool.wait_for_room(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """As WorkerPool.stats."""
+        return self._pool.stats()
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Executor.shutdown: accept nothing new, optionally cancel what has
         not started, and (wait=True) return once every worker has stopped."""
@@ -163,7 +172,9 @@ class ThreadPoolExecutor(_PoolExecutor):
     and in `_threads`.  A failing initializer is logged on the
     `concurrent.futures` logger and breaks the pool (`BrokenThreadPool`).
     `max_workers` may be a float as in the stdlib (2.5: up to 3 threads), up
-    to `fastpool.pool.MAX_WORKERS`.
+    to `fastpool.pool.MAX_WORKERS`.  `max_queue` (not in the stdlib) bounds
+    the futures that may wait for a thread: beyond it submit() raises
+    `fastpool.QueueFullError`, and `wait_for_room()` waits for room.
     Done-callbacks run on the pool's dispatcher thread, one at a time; one
     that waits for another future of the executor gets its result (see
     `fastpool.WorkerPool`).
@@ -172,7 +183,8 @@ class ThreadPoolExecutor(_PoolExecutor):
     _counter = itertools.count().__next__
 
     def __init__(self, max_workers: int | None = None, thread_name_prefix: str = "",
-                 initializer: Callable[..., Any] | None = None, initargs: tuple = ()) -> None:
+                 initializer: Callable[..., Any] | None = None, initargs: tuple = (), *,
+                 max_queue: int | None = None) -> None:
         if max_workers is None:
             # As the stdlib: from Python 3.13 on, only the CPUs we may run on.
             max_workers = min(32, (_process_cpu_count() or 1) + 4)
@@ -195,7 +207,8 @@ class ThreadPoolExecutor(_PoolExecutor):
         self._initargs = initargs
         self._shutdown = False
         names = [f"{self._thread_name_prefix}_{i}" for i in range(num_threads)]
-        self._pool = pool = _ExecutorPool(num_threads, names, initializer, initargs)
+        self._pool = pool = _ExecutorPool(num_threads, names, initializer, initargs,
+                                          max_queue=max_queue)
         # Dropped without shutdown(): finish what was accepted, then stop.
         weakref.finalize(self, pool._dropped).atexit = False
 
@@ -238,7 +251,10 @@ class ProcessPoolExecutor(_PoolExecutor):
     processes start with the first submit.  `initializer(*initargs)` runs
     first in each; one that raises breaks the pool (`BrokenProcessPool`).
     `max_tasks_per_child`: a worker process is replaced after that many
-    tasks.
+    tasks.  `max_queue` (not in the stdlib) bounds the futures that may wait
+    for a worker: beyond it submit() raises `fastpool.QueueFullError`, and
+    `wait_for_room()` waits for room.  `shm_name` is the pool's segment,
+    which `python -m fastpool stats|top NAME` reads.
 
     Unlike the stdlib's, a worker process that dies (a signal, `os._exit`,
     a segfault) does not break the pool: only the future it was running
@@ -250,7 +266,7 @@ class ProcessPoolExecutor(_PoolExecutor):
 
     def __init__(self, max_workers: int | None = None, mp_context: Any = None,
                  initializer: Callable[..., Any] | None = None, initargs: tuple = (), *,
-                 max_tasks_per_child: int | None = None) -> None:
+                 max_tasks_per_child: int | None = None, max_queue: int | None = None) -> None:
         from fastpool.pool import _mp_context
 
         if max_workers is None:
@@ -283,13 +299,18 @@ class ProcessPoolExecutor(_PoolExecutor):
         self._pool = pool = _ExecutorPool(
             max_workers, names, initializer, initargs,
             procs=dict(ctx=ctx, initializer=initializer, initargs=initargs,
-                       max_tasks=max_tasks_per_child))
+                       max_tasks=max_tasks_per_child), max_queue=max_queue)
         weakref.finalize(self, pool._dropped).atexit = False
 
     def _broken_error(self, why: str) -> Exception:
         from concurrent.futures.process import BrokenProcessPool
 
         return BrokenProcessPool(why)
+
+    @property
+    def shm_name(self) -> str | None:
+        """The name of the pool's shared-memory segment."""
+        return self._pool.shm_name
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> PoolFuture:
         """Run fn(*args, **kwargs) in a worker process; a Future for its result."""

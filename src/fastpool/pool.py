@@ -28,7 +28,7 @@ __all__ = ["WorkerPool"]
 
 logger = logging.getLogger("fastpool")
 
-EVENTS = ("error", "spawn", "exit")
+EVENTS = ("error", "spawn", "exit", "drain")
 MAX_WORKERS = 4096          # checked before anything is allocated
 MAX_RING_SIZE = 1 << 20     # 32 MiB of task cells; more waits in the FIFO anyway
 BLOCK_SIZE = 1 << 16        # bytes per payload block; bigger payloads go to one-off segments
@@ -105,6 +105,37 @@ def _mp_context(start_method: Any) -> Any:
     return start_method
 
 
+def _check_max_queue(value: Any) -> int:
+    """max_queue as the native core takes it: -1 for None (no bound)."""
+    if value is None:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"max_queue must be an int or None, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"max_queue must be >= 0 or None, got {value}")
+    return min(value, (1 << 62))
+
+
+def _check_timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"timeout must be a number or None, not {type(value).__name__}")
+    if not value >= 0:      # NaN too
+        raise ValueError(f"timeout must be >= 0 or None, got {value!r}")
+    return float(value)
+
+
+def _check_shm_name(value: Any) -> Any:
+    if value is None:
+        return False
+    if not isinstance(value, str):
+        raise TypeError(f"shm_name must be a str or None, not {type(value).__name__}")
+    if not value or "/" in value or "\0" in value or len(value) > 200:
+        raise ValueError(f"shm_name must be a non-empty name without '/', got {value!r}")
+    return value
+
+
 def _check_count(name: str, value: Any, most: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -122,10 +153,14 @@ class _PoolBase(Core, Executor):
     _dispatch_in_closer = False     # no dispatcher thread could start (see _exiting)
 
     def _start(self, num_threads: int, processor: Any, ring_size: int,
-               worker_names: list[str], lazy: bool = False, procs: dict | None = None) -> None:
+               worker_names: list[str], lazy: bool = False, procs: dict | None = None,
+               max_queue: Any = None, shm_name: Any = None) -> None:
         """`procs`: the workers are processes, started with these keyword
         arguments of ProcessWorkers (mp_context, initializer, initargs,
-        max_tasks); None: threads."""
+        max_tasks); None: threads.  `max_queue` and `shm_name` as
+        WorkerPool takes them."""
+        max_queue = _check_max_queue(max_queue)
+        named = _check_shm_name(shm_name)
         if isinstance(ring_size, bool) or not isinstance(ring_size, int):
             raise TypeError(f"ring_size must be an int, not {type(ring_size).__name__}")
         if ring_size < 2 or ring_size & (ring_size - 1):
@@ -139,7 +174,8 @@ class _PoolBase(Core, Executor):
         if processor is None:
             processor = kernels.add
         self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture,
-                        False, BLOCK_SIZE, PAYLOAD_BLOCKS if procs is not None else 0)
+                        named, BLOCK_SIZE, PAYLOAD_BLOCKS if procs is not None else 0)
+        self._configure_queue(max_queue)
         if procs is None:
             self._kind: ThreadWorkers | ProcessWorkers = ThreadWorkers(self)
         else:
@@ -232,7 +268,19 @@ class _PoolBase(Core, Executor):
             self._workers[idx] = None
             self.n_spawned = n_spawned
             raise
+        self._count_workers()
         self._emit("spawn", t.name)
+
+    def _respawn(self, idx: int) -> None:
+        # A replacement for worker idx, which left.
+        self._spawn(idx)
+        self._note_workers(self._alive(), 1)
+
+    def _alive(self) -> int:
+        return sum(t is not None for t in self._workers)
+
+    def _count_workers(self) -> None:
+        self._note_workers(self._alive())
 
     def _worker_body(self, idx: int) -> None:
         self._worker_main(idx)
@@ -249,7 +297,7 @@ class _PoolBase(Core, Executor):
         if exc is None:
             self._emit_error(WorkerExitedError(f"worker {old.name if old else idx} exited unexpectedly"))
         if self.state in (RUNNING, CLOSING):   # keep the pool's size
-            self._spawn(idx)
+            self._respawn(idx)
 
     def _worker_died_error(self, idx: int, status: int | None, held: bool) -> BaseException:
         old = self._workers[idx]
@@ -264,6 +312,7 @@ class _PoolBase(Core, Executor):
         # Dispatcher thread: worker process idx is gone; the task it held,
         # if any, has been failed with err.
         old, self._workers[idx] = self._workers[idx], None
+        self._count_workers()
         name = old.name if old is not None else self._worker_names[idx]
         if self._kind.stopping and not held:
             # The pool is stopping: a worker that left (seeing it stop
@@ -283,7 +332,7 @@ class _PoolBase(Core, Executor):
             try:
                 with self._state_lock:
                     if self._workers[idx] is None:
-                        self._spawn(idx)
+                        self._respawn(idx)
             except Exception as e:
                 self._emit_error(e)
                 if not any(self._workers):
@@ -302,16 +351,21 @@ class _PoolBase(Core, Executor):
                 kind.join(t, terminating)
                 self._workers[i] = None     # one "exit" per worker, even if lost meanwhile
                 self._emit("exit", t.name, None)
+        self._count_workers()
         kind.stop()
 
     # ------------------------------------------------------------ events
 
     def on(self, event: str, listener: Callable[..., Any]) -> None:
-        """Add a listener: "error" (exc), "spawn" (worker name), "exit" (worker name, exc)."""
+        """Add a listener: "error" (exc), "spawn" (worker name), "exit"
+        (worker name, exc), "drain" (no argument: the tasks that had to wait
+        for a worker have all started)."""
         self._listener_list(event)
         if not callable(listener):
             raise TypeError(f"listener must be callable, not {type(listener).__name__}")
         self._listeners[event].append(listener)
+        if event == "drain":
+            self._watch_drain(True)
 
     def off(self, event: str, listener: Callable[..., Any]) -> None:
         """Remove a listener added with on(); unknown listeners are ignored."""
@@ -320,6 +374,8 @@ class _PoolBase(Core, Executor):
             listeners.remove(listener)
         except ValueError:
             pass
+        if event == "drain" and not listeners:
+            self._watch_drain(False)
 
     def _listener_list(self, event: str) -> list[Callable[..., Any]]:
         try:
@@ -410,6 +466,37 @@ class _PoolBase(Core, Executor):
     def closed(self) -> bool:
         return self.state != RUNNING
 
+    # ------------------------------------------------- queue and stats
+
+    def wait_for_room(self, timeout: float | None = None) -> bool:
+        """Block until the queue has room for one more task (True), or
+        `timeout` seconds have passed (False).  Returns at once on a pool
+        without max_queue.  Another producer may take the room first: then
+        the next run_task raises QueueFullError again.  Raises
+        PoolClosedError once the pool is closed, and RuntimeError in a
+        callback of this pool: the thread running it is the one that moves
+        the queue on, so the wait could never end."""
+        timeout = _check_timeout(timeout)
+        if self.max_queue >= 0 and getattr(_future._dispatching, "pool", None) is self:
+            raise RuntimeError("wait_for_room() cannot wait in a callback of its own pool (the "
+                               "thread running callbacks is the one that makes room): catch "
+                               "QueueFullError there, or produce from another thread")
+        return self._wait_room(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        """The pool's counters, as a dict: submitted, completed (with a
+        result), failed, cancelled, timed_out, refused (QueueFullError),
+        queued (accepted, not started), running, workers (alive), respawns;
+        "wait" (accepted to started) and "run" (started to done), each
+        {"p50", "p99", "max"} in seconds from log2 histograms ("timed": how
+        many tasks they hold; one in 8 native kernel tasks on numbers is
+        timed);
+        utilization (busy time / (size * uptime)), uptime, size, max_queue,
+        kind, owner_pid, state.  Read from the pool's shared segment, as
+        `python -m fastpool stats NAME` reads them from another process;
+        after the pool has stopped, as they were then."""
+        return self._stats()
+
     # -------------------------------------------------------- Executor
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> PoolFuture:
@@ -474,6 +561,15 @@ class WorkerPool(_PoolBase):
     in the native rings at once (rounded up to fit one per worker); the rest
     wait in a FIFO, so `run_task` never blocks.
 
+    `max_queue` bounds how many tasks may wait for a worker (None: no
+    bound): beyond it `run_task`, `run` and `submit` raise QueueFullError,
+    and `wait_for_room()` blocks a producer until one more fits; "drain" is
+    emitted when the tasks that had to wait have all started.  `stats()`
+    returns the pool's counters, which live in its shared segment: a
+    process pool's is named (`shm_name`), so `python -m fastpool stats NAME`
+    and `top NAME` read them from another process; a thread pool maps an
+    anonymous one unless given `shm_name`, the name to make it under.
+
     Callbacks run one at a time on the thread that completes tasks.  One
     that waits for another task of the pool (`pool.run(t).result()`,
     `concurrent.futures.wait`) gets its result: the waiting thread completes
@@ -484,7 +580,8 @@ class WorkerPool(_PoolBase):
 
     def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,
                  *, workers: str = "thread", start_method: Any = None,
-                 ring_size: int = 65536) -> None:
+                 ring_size: int = 65536, max_queue: int | None = None,
+                 shm_name: str | None = None) -> None:
         if num_threads is None:
             num_threads = os.cpu_count() or 1
         _check_count("num_threads", num_threads, MAX_WORKERS)
@@ -499,7 +596,8 @@ class WorkerPool(_PoolBase):
             raise ValueError("start_method is for workers='process'")
         pid = next(_pool_ids)
         names = [f"fastpool-worker-{pid}-{i}" for i in range(num_threads)]
-        self._start(num_threads, processor, ring_size, names, procs=procs)
+        self._start(num_threads, processor, ring_size, names, procs=procs, max_queue=max_queue,
+                    shm_name=shm_name)
         if procs is not None:
             with self._state_lock:      # a fixed set, started now
                 for i in range(num_threads):
