@@ -1,9 +1,13 @@
-"""`python -m fastpool demo`: the Node.js WorkerPool's example, measured.
+"""`python -m fastpool demo | stats NAME | top NAME`.
 
-Many add tasks go through `run_task` with callbacks (every result checked),
-with a progress bar; then the same tasks through concurrent.futures'
-ThreadPoolExecutor for comparison; then one array add split across the
-workers.
+demo: the Node.js WorkerPool's example, measured.  Many add tasks go through
+`run_task` with callbacks (every result checked), with a progress bar; then
+the same tasks through concurrent.futures' ThreadPoolExecutor for
+comparison; then one array add split across the workers.
+
+stats, top: a running pool's counters, read from its shared segment by
+another process (the segment's name is `pool.shm_name`): printed once, or
+redrawn every interval until `q` or Ctrl-C, or the pool stops.
 """
 from __future__ import annotations
 
@@ -23,6 +27,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
+    return value
+
+
+def _interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0.01 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0.01 and 3600, got {text}")
     return value
 
 
@@ -157,6 +171,164 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- stats and top ----------------------------------------------------------------
+
+class _Refused(Exception):
+    """The name does not lead to a fastpool pool: say why, exit with 2."""
+
+
+def _attach(name: str):
+    """The pool's segment, mapped read-only (and never registered with the
+    resource tracker, which would unlink it when this process exits)."""
+    from fastpool._core import Segment
+
+    try:
+        return Segment.attach(name, readonly=True)
+    except FileNotFoundError:
+        raise _Refused(f"no pool named {name!r}: there is no shared-memory segment by that name "
+                       f"(a pool's name is its shm_name; a thread pool has one only when made "
+                       f"with shm_name=...)") from None
+    except ValueError as e:
+        raise _Refused(str(e)) from None
+    except OSError as e:
+        raise _Refused(f"cannot open {name!r}: {e.strerror or e}") from None
+
+
+def _read(seg, name: str) -> dict:
+    from fastpool._core import segment_stats
+
+    stats = segment_stats(seg)
+    stats["name"] = name
+    return stats
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds * 1e9:.3g} ns"
+
+
+def _render(stats: dict, rates: dict | None = None) -> list[str]:
+    """The lines that `stats` prints and `top` redraws."""
+    mq = stats["max_queue"]
+    lines = [
+        f"fastpool pool {stats['name']}: {stats['size']} {stats['kind']} workers, "
+        f"owner pid {stats['owner_pid']}, {stats['state']}, up {_duration(stats['uptime'])}",
+        f"  tasks    submitted {stats['submitted']}  completed {stats['completed']}  "
+        f"failed {stats['failed']}  cancelled {stats['cancelled']}  timed out {stats['timed_out']}  "
+        f"refused {stats['refused']}",
+        f"  now      queued {stats['queued']}{'' if mq is None else f' of {mq}'}  "
+        f"running {stats['running']}  workers {stats['workers']}  respawns {stats['respawns']}",
+        f"  busy     utilization {100 * stats['utilization']:.1f} % since start"
+        + ("" if rates is None else f", {100 * rates['utilization']:.1f} % now, "
+           f"{rates['completed']:.0f} tasks/s"),
+    ]
+    for key, title in (("wait", "wait    "), ("run", "run     ")):
+        h = stats[key]
+        lines.append(f"  {title} p50 {_duration(h['p50'])}  p99 {_duration(h['p99'])}  "
+                     f"max {_duration(h['max'])}")
+    lines.append(f"  ({stats['timed']} tasks timed; wait: accepted to started, run: started to done)")
+    return lines
+
+
+def stats_command(args: argparse.Namespace) -> int:
+    seg = _attach(args.name)
+    try:
+        stats = _read(seg, args.name)
+    finally:
+        seg.close()
+    if args.json:
+        import json
+
+        print(json.dumps(stats, indent=2, sort_keys=True))
+    else:
+        print("\n".join(_render(stats)))
+    return 0
+
+
+def _owner_gone(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass
+    return False
+
+
+def top_command(args: argparse.Namespace) -> int:
+    """Redraw the pool's stats every interval: in place on a terminal (ANSI
+    escapes), one block after another otherwise.  `q` (on a terminal) or
+    Ctrl-C quits; so does the pool stopping."""
+    import os
+    import select
+
+    seg = _attach(args.name)
+    out = sys.stdout
+    tty = out.isatty()
+    keys = None
+    saved = None
+    try:
+        if sys.stdin.isatty():
+            import termios
+            import tty as _tty
+
+            keys = sys.stdin.fileno()
+            saved = termios.tcgetattr(keys)
+            _tty.setcbreak(keys)        # keys arrive one by one, unechoed
+        if tty:
+            out.write("\x1b[?25l\x1b[2J")        # hide the cursor, clear the screen
+        before = None
+        shown = 0
+        while True:
+            stats = _read(seg, args.name)
+            rates = None
+            if before is not None:
+                dt = stats["uptime"] - before["uptime"]
+                if dt > 0:
+                    rates = {"completed": (stats["completed"] + stats["failed"]
+                                           - before["completed"] - before["failed"]) / dt,
+                             "utilization": min(1.0, (stats["busy"] - before["busy"])
+                                                / (stats["size"] * dt))}
+            lines = _render(stats, rates)
+            ended = stats["state"] == "closed" or _owner_gone(stats["owner_pid"])
+            lines.append("  (the pool has stopped)" if ended else
+                         f"  refresh every {args.interval:g} s" + (", q to quit" if keys is not None else ""))
+            if tty:
+                out.write("\x1b[H" + "".join(line + "\x1b[K\n" for line in lines) + "\x1b[J")
+            else:
+                out.write("\n".join(lines) + "\n\n")
+            out.flush()
+            shown += 1
+            if ended or (args.count and shown >= args.count):
+                return 0
+            before = stats
+            if keys is None:
+                import time
+
+                time.sleep(args.interval)
+                continue
+            ready, _, _ = select.select([keys], [], [], args.interval)
+            if ready and os.read(keys, 64).lower().startswith(b"q"):
+                return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if tty:
+            out.write("\x1b[?25h")
+            out.flush()
+        if saved is not None:
+            import termios
+
+            termios.tcsetattr(keys, termios.TCSADRAIN, saved)
+        seg.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastpool", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -167,11 +339,27 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--threads", type=_positive, default=2, help="worker threads (default 2)")
     d.add_argument("--array-size", type=_positive, default=1 << 22, help="elements in the array add (default 2**22)")
     d.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    st = sub.add_parser("stats", help="print a running pool's stats once",
+                        description="Print the counters of a running pool, read from its shared "
+                                    "segment (NAME is the pool's shm_name).")
+    st.add_argument("name", metavar="NAME", help="the pool's shared-memory segment name (pool.shm_name)")
+    st.add_argument("--json", action="store_true", help="print them as JSON")
+    tp = sub.add_parser("top", help="show a running pool's stats, redrawn live",
+                        description="Show the counters of a running pool, redrawn every interval "
+                                    "until q, Ctrl-C, or the pool stops.")
+    tp.add_argument("name", metavar="NAME", help="the pool's shared-memory segment name (pool.shm_name)")
+    tp.add_argument("--interval", type=_interval, default=1.0, help="seconds between refreshes (default 1)")
+    tp.add_argument("--count", type=_positive, default=None, help="stop after this many refreshes")
     args = parser.parse_args(argv)
-    if args.command != "demo":
+    commands = {"demo": demo, "stats": stats_command, "top": top_command}
+    if args.command not in commands:
         parser.print_help(sys.stderr)
         return 2
-    return demo(args)
+    try:
+        return commands[args.command](args)
+    except _Refused as e:
+        print(f"python -m fastpool {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
