@@ -177,6 +177,20 @@ def test_stats_prints_a_live_pool_from_another_process(pool_of, gate):
     assert pool.stats()["completed"] == 4
 
 
+def test_reading_a_pool_leaves_the_resource_tracker_alone(pool_of):
+    # Registered there, the segment would be unlinked when the reader exits.
+    pool = pool_of(echo)
+    script = (f"from multiprocessing import resource_tracker\n"
+              f"from fastpool.__main__ import _attach, _read\n"
+              f"seg = _attach({pool.shm_name!r})\n"
+              f"print(_read(seg, 'x')['size'])\n"
+              f"seg.close()\n"
+              f"print(resource_tracker._resource_tracker._pid)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=WAIT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["2", "None"]        # read, and no tracker was ever started
+
+
 def read_until(fd: int, predicate, what: str) -> bytes:
     """Read from `fd` until predicate(everything read) holds."""
     data = b""

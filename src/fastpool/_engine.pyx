@@ -1033,7 +1033,7 @@ cdef class Core:
         # Room for one more task: fewer than max_queue wait, or fewer than
         # max_queue plus the workers free to take them (a task that a free
         # worker takes at once never queues, as with piscina's maxQueue).
-        # The records are read only when the first test fails.
+        # The workers' busy words are read only when the first test fails.
         cdef uint64_t waiting
         if self.ctl == NULL:
             return True         # closed: the caller raises PoolClosedError
@@ -1088,8 +1088,8 @@ cdef class Core:
                 return True
             ctl = self.ctl
             # The Dekker pair with fp_task_end: count ourselves in, then
-            # look at the records; a worker clears its record, then reads
-            # the count.  The wake-up word is read before the look.
+            # look at the workers' busy words; a worker clears its word,
+            # then reads the count.  The wake-up word is read before the look.
             fp_add_u32_seq_cst(&ctl.stats.room_waiters, 1)
             try:
                 fp_fence_seq_cst()
@@ -1371,6 +1371,10 @@ cdef class Core:
         the workers and the dispatcher are the parent's: touch none of them
         (no state write, no wake-up, no unlink)."""
         self.state = FP_STOPPING
+        if self.ctl != NULL:
+            # The parent's counters as of the fork (reading is harmless);
+            # this copy of the pool is closed.
+            self._last_stats = dict(segment_stats(self.seg), state="closed", workers=0)
         self.stats = &_no_stats
         self.stamps = NULL
         self.ctl = NULL
