@@ -100,7 +100,7 @@ def test_max_queue_zero_takes_tasks_only_while_a_worker_is_free(pool_of, gate):
 
 
 def test_a_pool_without_max_queue_always_has_room(pool_of, gate):
-    pool, running = busy_pool(pool_of, gate, max_queue=None)
+    pool, _ = busy_pool(pool_of, gate, max_queue=None)
     futs = [pool.submit(echo, i) for i in range(100)]
     assert pool.wait_for_room(timeout=0) is True
     assert pool.stats()["queued"] == 100
@@ -136,7 +136,7 @@ def test_wait_for_room_wakes_when_a_task_ends(pool_of, gate):
 
 
 def test_wait_for_room_gives_up_after_its_timeout(pool_of, gate):
-    pool, running = busy_pool(pool_of, gate, max_queue=0)
+    pool, _ = busy_pool(pool_of, gate, max_queue=0)
     start = time.monotonic()
     assert pool.wait_for_room(timeout=0.05) is False
     assert time.monotonic() - start >= 0.05

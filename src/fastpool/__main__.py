@@ -213,18 +213,18 @@ def _duration(seconds: float | None) -> str:
 
 def _render(stats: dict, rates: dict | None = None) -> list[str]:
     """The lines that `stats` prints and `top` redraws."""
-    mq = stats["max_queue"]
+    bound = "" if stats["max_queue"] is None else f" of {stats['max_queue']}"
+    now = "" if rates is None else (f", {100 * rates['utilization']:.1f} % now, "
+                                    f"{rates['completed']:.0f} tasks/s")
     lines = [
-        f"fastpool pool {stats['name']}: {stats['size']} {stats['kind']} workers, "
-        f"owner pid {stats['owner_pid']}, {stats['state']}, up {_duration(stats['uptime'])}",
-        f"  tasks    submitted {stats['submitted']}  completed {stats['completed']}  "
-        f"failed {stats['failed']}  cancelled {stats['cancelled']}  timed out {stats['timed_out']}  "
-        f"refused {stats['refused']}",
-        f"  now      queued {stats['queued']}{'' if mq is None else f' of {mq}'}  "
-        f"running {stats['running']}  workers {stats['workers']}  respawns {stats['respawns']}",
-        f"  busy     utilization {100 * stats['utilization']:.1f} % since start"
-        + ("" if rates is None else f", {100 * rates['utilization']:.1f} % now, "
-           f"{rates['completed']:.0f} tasks/s"),
+        (f"fastpool pool {stats['name']}: {stats['size']} {stats['kind']} workers, "
+         f"owner pid {stats['owner_pid']}, {stats['state']}, up {_duration(stats['uptime'])}"),
+        (f"  tasks    submitted {stats['submitted']}  completed {stats['completed']}  "
+         f"failed {stats['failed']}  cancelled {stats['cancelled']}  timed out {stats['timed_out']}  "
+         f"refused {stats['refused']}"),
+        (f"  now      queued {stats['queued']}{bound}  running {stats['running']}  "
+         f"workers {stats['workers']}  respawns {stats['respawns']}"),
+        f"  busy     utilization {100 * stats['utilization']:.1f} % since start{now}",
     ]
     for key, title in (("wait", "wait    "), ("run", "run     ")):
         h = stats[key]

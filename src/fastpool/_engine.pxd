@@ -75,6 +75,6 @@ cdef class Core:
     cdef int _deliver(self, uint8_t mode, object cb, object ctx, object err, object value) except -1
     cdef int _flush_overflow(self) except -1
     cdef bint _queue_room(self) noexcept
-    cdef int _after_submit(self) except -1
+    cdef int _arm_drain(self) except -1
     cdef int _teardown(self) except -1
     cdef bint _set_state(self, uint32_t state)

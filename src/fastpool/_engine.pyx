@@ -325,8 +325,12 @@ cdef class Core:
                 # new future has no Condition: this lets no thread in.)
                 _start(cb)
             self.pending_stamp = stamp
+            # Counted first: admitting may start a thread, which lets the
+            # dispatcher complete the task before we get the GIL back.
+            fp_stat_add(&self.stats.submitted, 1)
             self._admit(&c, &x, obj, cb, ctx, mode)
-            self._after_submit()
+            if self.watch_drain:
+                self._arm_drain()
             return 0
         # Room is freed only by the dispatcher, which then moves these on.
         q = _Queued.__new__(_Queued)
@@ -341,10 +345,12 @@ cdef class Core:
         q.stamp = stamp
         if self.state != FP_RUNNING:    # the same, for the allocation just made
             self._raise_closed()
+        fp_stat_add(&self.stats.submitted, 1)
         self.overflow.append(q)
         self.n_overflow += 1
         fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
-        self._after_submit()
+        if self.watch_drain:
+            self._arm_drain()
         if not self.disp_started:
             self._ensure_dispatcher()   # only it moves the queue on
         if self.ctl != NULL and self.n_overflow and self._has_room(
@@ -1048,13 +1054,12 @@ cdef class Core:
         raise QueueFullError(f"the pool's queue is full: {self.max_queue} tasks wait for a worker "
                              f"(max_queue); wait_for_room() waits until one more fits")
 
-    cdef int _after_submit(self) except -1:
-        # A task was accepted.  With a "drain" listener: if it has to wait
-        # (more tasks wait than workers are free), arm the dispatcher to
-        # emit "drain" once none waits, and wake it when that may be so
-        # (workers, see fp_task_begin).
-        fp_stat_add(&self.stats.submitted, 1)
-        if (self.watch_drain and not self.drain_armed and self.ctl != NULL
+    cdef int _arm_drain(self) except -1:
+        # A task was accepted and a "drain" listener exists: if the task
+        # has to wait (more tasks wait than workers are free), arm the
+        # dispatcher to emit "drain" once none waits, and wake it when that
+        # may be so (workers, see fp_task_begin).
+        if (not self.drain_armed and self.ctl != NULL
                 and fp_queued(self.ctl, self.tasks)
                 > self.ctl.n_workers - fp_running(self.ctl, self.seg.wstats)):
             self.drain_armed = True

@@ -62,7 +62,6 @@ cdef class Segment:
             mapping = mmap.mmap(-1, size)
         seg._owner_pid = os.getpid()
         seg._map(mapping)
-        seg.ctl.magic = FP_MAGIC
         seg.ctl.version = FP_LAYOUT_VERSION
         seg.ctl.size = size
         seg.ctl.n_workers = n_workers
@@ -83,6 +82,9 @@ cdef class Segment:
             seg.workers[i].slot = FP_NO_SLOT
         fp_ring_init(seg.tasks, task_cap)
         fp_ring_init(seg.results, result_cap)
+        # Last, release: a reader that attaches by name meanwhile (python -m
+        # fastpool stats) sees a whole header, or no pool.
+        fp_store_u32_release(&seg.ctl.magic, FP_MAGIC)
         return seg
 
     @staticmethod
