@@ -93,18 +93,22 @@ def test_counts_are_exact_after_tasks_and_failures(pool_of):
     assert after["state"] == "closed" and (after["workers"], after["running"], after["queued"]) == (0, 0, 0)
 
 
-def test_native_kernel_tasks_on_numbers_are_timed_one_in_eight(pool_of):
+def test_native_kernel_tasks_on_numbers_are_timed_one_in_32(pool_of):
+    from fastpool._core import SAMPLE
+
+    assert SAMPLE == 32
     pool = pool_of()
-    n = 80
+    n = 3 * SAMPLE
     got = Recorder(n)
     for i in range(n):
         pool.run_task((i, 1), got.callback)
     assert sorted(r for _, r in got.wait()) == list(range(1, n + 1))
-    products = [pool.submit(fastpool.kernels.mul, (i, 3)) for i in range(8)]
-    assert [f.result(timeout=WAIT) for f in products] == [3 * i for i in range(8)]
+    products = [pool.submit(fastpool.kernels.mul, (i, 3)) for i in range(SAMPLE + 1)]
+    assert [f.result(timeout=WAIT) for f in products] == [3 * i for i in range(SAMPLE + 1)]
     s = pool.stats()
-    assert (s["submitted"], s["completed"], s["failed"]) == (n + 8, n + 8, 0)
-    assert s["timed"] == (n + 8) // 8
+    total = n + SAMPLE + 1
+    assert (s["submitted"], s["completed"], s["failed"]) == (total, total, 0)
+    assert s["timed"] == 5      # the 1st, 33rd, 65th, 97th and 129th
     check_histogram(s["run"])
     check_histogram(s["wait"])
 

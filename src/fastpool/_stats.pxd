@@ -15,8 +15,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 cdef enum:
     FP_HIST_BUCKETS = 48     # log2 buckets of nanoseconds (clock.h); the last
                              # holds everything from 2**46 ns (19 hours) on
-    FP_SAMPLE = 8            # one task in 8 of the short kinds is timed, and
-                             # counts for 8 (a clock read would cost more than the task)
+    FP_SAMPLE = 32           # one task in 32 of the short kinds is timed, and
+                             # counts for 32 (a clock read costs more than the task)
 
 ctypedef struct fp_pool_stats:
     # Rarely written: workers read these on every task.

@@ -7,6 +7,8 @@
 #  one in FP_SAMPLE of a short     to its own histograms; busy = 0; --> slot is given back
 #  one)                            publish the result
 #
+SAMPLE = FP_SAMPLE      # for tests and tools
+
 # Queued is read from what the pool keeps anyway: the task ring's
 # positions and the FIFO's length; running from the workers' `busy` words.
 from libc.limits cimport INT_MAX
@@ -38,12 +40,14 @@ cdef inline void _hist_add(uint64_t *hist, uint64_t *top, uint64_t ns, uint64_t 
     if ns > fp_load_u64_relaxed(top):
         fp_store_u64_relaxed(top, ns)
 
-cdef inline void fp_task_end(fp_timing *tm, fp_ctl *ctl, fp_worker_stats *s, uint64_t weight) noexcept nogil:
+cdef inline void fp_task_end(fp_timing *tm, fp_ctl *ctl, fp_worker_stats *s, uint32_t kind) noexcept nogil:
     # The task has run; its result is not published yet, so whoever sees
     # the result sees the worker free and the task's times in the stats.
-    cdef uint64_t run
+    # A task of a short kind (see _worker.pyx) stands for FP_SAMPLE of them.
+    cdef uint64_t run, weight
     if tm.start:
         tm.end = fp_now_ns()
+        weight = FP_SAMPLE if _short_kind(kind) else 1
         run = tm.end - tm.start
         _hist_add(s.wait, &s.wait_max, tm.wait, weight)
         _hist_add(s.run, &s.run_max, run, weight)

@@ -97,7 +97,7 @@ cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
     r.b.i = 0
     rc = fp_kernel_run(c, &r, w.job_pages, w.operands)
     if rc == KR_PARTIAL:
-        fp_task_end(&tm, w.ctl, w.stats, 1)
+        fp_task_end(&tm, w.ctl, w.stats, c.kind)
         fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
         return 0            # a chunk of a job whose last chunk publishes
     if rc == KR_HELD:
@@ -107,7 +107,7 @@ cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
             # a work item that a thread took from its queue.
             fp_store_u32_release(&fp_job_at(w.job_pages, c.slot).taken, 1)
         lost = w.hooks.run_held(w.hooks.owner, c, &r, w.idx)
-    fp_task_end(&tm, w.ctl, w.stats, FP_SAMPLE if _short_kind(c.kind) else 1)
+    fp_task_end(&tm, w.ctl, w.stats, c.kind)
     fp_worker_publish(w, &r)
     fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
     fp_store_u32_relaxed(&w.rec.tasks_low, fp_load_u32_relaxed(&w.rec.tasks_low) + 1)

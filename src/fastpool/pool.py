@@ -489,10 +489,9 @@ class _PoolBase(Core, Executor):
         queued (accepted, not started), running, workers (alive), respawns;
         "wait" (accepted to started) and "run" (started to done), each
         {"p50", "p99", "max"} in seconds from log2 histograms ("timed": how
-        many tasks they hold; one in 8 native kernel tasks on numbers is
-        timed);
-        utilization (busy time / (size * uptime)), uptime, size, max_queue,
-        kind, owner_pid, state.  Read from the pool's shared segment, as
+        many tasks they hold; one in 32 native kernel tasks on numbers is
+        timed); utilization (busy time / (size * uptime)), uptime, size,
+        max_queue, kind, owner_pid, state.  Read from the pool's shared segment, as
         `python -m fastpool stats NAME` reads them from another process;
         after the pool has stopped, as they were then."""
         return self._stats()
