@@ -152,7 +152,7 @@ cdef class Core:
             from fastpool._payload import PayloadArea, _Buffers
             from pickle import loads as _loads, dumps as _dumps
             self.procs = True
-            self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size)
+            self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size, spill_cache=True)
             self.free_blocks = <int32_t *>malloc(n_blocks * sizeof(int32_t))
             if self.free_blocks == NULL:
                 raise MemoryError()
