@@ -140,3 +140,11 @@ def make_array(n):
 
 def killed_holding(a):
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def describe(*args, **kwargs):
+    """What arrived: the type and size of each argument."""
+    def one(x):
+        return type(x).__name__, (x.nbytes if hasattr(x, "nbytes") else len(x) if hasattr(x, "__len__")
+                                  else x)
+    return [one(a) for a in args], {k: one(v) for k, v in kwargs.items()}

@@ -21,8 +21,8 @@ import fastpool
 from fastpool import WorkerExitedError, _spill
 from fastpool._payload import PayloadArea, PayloadError
 from _support import WAIT, shm_entries
-from _tasks import (both, double_in_place, echo, first_half, keep, kept_intact, killed_holding,
-                    make_array)
+from _tasks import (both, describe, double_in_place, echo, first_half, keep, kept_intact,
+                    killed_holding, make_array)
 
 try:
     import numpy
@@ -283,6 +283,28 @@ def test_payloads_of_many_sizes_travel_both_ways_through_kept_segments(proc_pool
     assert kept(prefix) == names        # reused, none made again
     pool.close()
     assert kept(prefix) == set()
+
+
+@needs_numpy
+def test_arguments_of_every_kind_and_size_reach_the_worker(proc_pool):
+    # Small ones pickle in band into the block; a large buffer anywhere
+    # goes out of band; memoryviews are lifted out of band; what does not
+    # fit a block takes a kept segment.
+    pool = proc_pool(1)
+    small, big = numpy.ones(10), numpy.ones(1 << 17)
+    cases = [
+        ((1, "x", None), {}),
+        ((small,), {"k": small}),
+        ((big,), {}),
+        ((small, [big]), {}),
+        ((memoryview(bytes(100)),), {"m": memoryview(bytearray(1 << 17))}),
+        ((bytes(1 << 17), bytearray(10)), {}),
+        (("x" * (1 << 17),), {}),
+    ]
+    for args, kwargs in cases:
+        got = pool.submit(describe, *args, **kwargs).result(timeout=WAIT)
+        want = describe(*args, **kwargs)
+        assert got == (want[0], want[1]), (args, kwargs)
 
 
 @needs_numpy

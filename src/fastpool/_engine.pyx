@@ -49,11 +49,12 @@ def _context_snapshots_shared():
     return _share_snapshots
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
+cimport cython
 import os
 from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
 # pickle, imported with the first process pool: `import fastpool` stays cheap.
-_loads = _dumps = _Buffers = None
+_loads = _dumps = _in_band_only = _OutOfBandWanted = None
 
 cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void *)
@@ -102,8 +103,14 @@ cdef class _Unreadable:
         self.exc = exc
 
 
+@cython.no_gc
 cdef class _Queued:
-    """A task waiting in the FIFO, already encoded (read once, at submit)."""
+    """A task waiting in the FIFO, already encoded (read once, at submit).
+
+    Not tracked by the cyclic GC: a burst of submits queues thousands,
+    each of which every collection would visit, and one is dropped as soon
+    as its task moves into the ring (or fails at close), so no cycle
+    through it outlives the pool."""
     cdef fp_cell cell
     cdef fp_word x          # a kernel's third operand (cell.kind & K_HAS_C)
     cdef object obj, cb, ctx
@@ -148,8 +155,8 @@ cdef class Core:
         self.stamps = self.seg.stamps
         self.max_queue = -1
         if n_blocks:
-            global _loads, _dumps, _Buffers
-            from fastpool._payload import PayloadArea, _Buffers
+            global _loads, _dumps, _in_band_only, _OutOfBandWanted
+            from fastpool._payload import PayloadArea, _in_band_only, _OutOfBandWanted
             from pickle import loads as _loads, dumps as _dumps
             self.procs = True
             self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size, spill_cache=True)
@@ -336,7 +343,7 @@ cdef class Core:
         q = _Queued.__new__(_Queued)
         q.cell = c
         q.x = x
-        if _needs_block(c.kind, self.procs):
+        if _needs_block(c.kind, self.procs) and type(obj) is not bytes:
             obj = self.area.frozen(obj)     # its buffers, as they are now
         q.obj = obj
         q.cb = cb
@@ -364,20 +371,26 @@ cdef class Core:
     cdef object _to_payload(self, fp_cell *c, object obj):
         # A worker process gets Python tasks pickled, now (the task is read
         # once): what cannot be pickled fails this task alone, with the
-        # pickling error, through the native K_FAIL echo.
+        # pickling error, through the native K_FAIL echo.  A task with no
+        # large buffer (nearly all) is one pickle stream: bytes, nothing
+        # more (no buffer list that lives as long as it waits); the others
+        # are what PayloadArea.prepare makes.
+        cdef type t
         if _needs_block(c.kind, True):
             try:
                 if c.kind == K_CALL:
                     # A plain function travels as its pickled reference,
-                    # made once (see workers.FunctionRefs); the call itself
-                    # is a tuple, which nothing needs to lift out of band.
+                    # made once (see workers.FunctionRefs).
                     fn, args, kwargs = obj
                     obj = (self._fn_ref(fn), args, kwargs)
-                    bufs = _Buffers()
+                t = type(obj)
+                if t is not bytes and t is not bytearray and t is not memoryview:
                     try:
-                        return _dumps(obj, 5, buffer_callback=bufs), bufs
+                        return _dumps(obj, 5, buffer_callback=_in_band_only)
+                    except _OutOfBandWanted:
+                        pass
                     except TypeError:
-                        pass        # a memoryview among the arguments: prepare() lifts it
+                        pass        # a memoryview in the task: prepare() lifts it
                 return self.area.prepare(obj)
             except Exception as e:
                 c.kind = K_FAIL
@@ -485,7 +498,10 @@ cdef class Core:
         c.a.i = self.free_blocks[self.n_free_blocks]
         self.slots.job(slot).block = <int32_t>c.a.i + 1
         try:
-            if obj[1] or not block_put_stream(self.seg, c.a.i, obj[0]):
+            if type(obj) is bytes:
+                if not block_put_stream(self.seg, c.a.i, obj):
+                    self.area.put(<int>c.a.i, (obj, ()))
+            elif obj[1] or not block_put_stream(self.seg, c.a.i, obj[0]):
                 self.area.put(<int>c.a.i, obj)
             self.slots.objs[slot] = None
         except Exception as e:      # no room for a one-off segment

@@ -571,6 +571,19 @@ class _Buffers(list):
         return False
 
 
+class _OutOfBandWanted(Exception):
+    """_in_band_only met a buffer that should go out of band."""
+
+
+def _in_band_only(pb):
+    # pickle's buffer_callback for a payload expected to have no large
+    # buffer: small ones pickle in band; a large one stops the pickling at
+    # once, to be pickled again by prepare(), with the buffer out of band.
+    if pb.raw().nbytes >= OUT_OF_BAND_MIN:
+        raise _OutOfBandWanted
+    return True
+
+
 def _put(view, start, stream, buffers, offsets, total, kind=_INLINE, in_place=()):
     # Table, stream and buffers first, the header last.  Buffers numbered
     # in `in_place` are at their offset already.
