@@ -358,6 +358,22 @@ def test_a_worker_that_dies_holding_a_ring_cell_does_not_wedge_the_ring(make_poo
     assert [pool.run(i).result(timeout=WAIT) for i in range(40)] == [2 * i for i in range(40)]
 
 
+@pytest.mark.parametrize("point", ["woken", "spin"])
+def test_a_worker_that_dies_idle_leaves_the_others_wakeable(make_pool, point):
+    # A worker process dies just after a wake-up reached it ("woken"), or
+    # while counted as looking for work ("spin"): the idle counters it was
+    # in must not keep later tasks from waking a worker (each task here is
+    # submitted once the workers are parked again).
+    pool = make_pool(2, double, workers="process")
+    assert pool.run(1).result(timeout=WAIT) == 2
+    pool._inject_fault(point, 1)
+    for i in range(10):
+        deadline = time.monotonic() + WAIT
+        while pool._idle_workers() < 2 and time.monotonic() < deadline:
+            threading.Event().wait(0.001)   # until both are idle: the task needs a wake-up
+        assert pool.run(i).result(timeout=WAIT) == 2 * i
+
+
 # -- dying with the owner -----------------------------------------------------------
 
 OWNER = """

@@ -180,9 +180,11 @@ cdef class Core:
 
     def _inject_fault(self, str point, uint32_t after=1):
         """Tests: the `after`-th time a worker process reaches `point`
-        ("claim", "publish" or "run"), it dies there (exit status 86)."""
+        ("claim", "publish", "run", "woken" or "spin"), it dies there
+        (exit status 86)."""
         cdef uint32_t code = {"claim": FP_FAULT_CLAIM, "publish": FP_FAULT_PUBLISH,
-                              "run": FP_FAULT_RUN}[point]
+                              "run": FP_FAULT_RUN, "woken": FP_FAULT_WOKEN,
+                              "spin": FP_FAULT_SPIN}[point]
         if self.ctl == NULL or not self.procs:
             raise ValueError("fault points are for worker processes of an open pool")
         fp_store_u32_seq_cst(&self.ctl.fault_after, after)
@@ -964,6 +966,18 @@ cdef class Core:
                 while fp_ring_push_pos(self.results, &d, &pos, NULL) != FP_OK:
                     fp_yield()
         rec.rclaim = 0
+        # Take it out of the idle counters it was in, forget a wake-up it
+        # may have taken and never spent, and have the parked workers look
+        # at the ring again (see _freelist.pyx): otherwise no submit might
+        # wake anyone any more.
+        idle = rec.idle
+        if idle & FP_IDLE_SPINNING:
+            fp_sub_u32_seq_cst(&self.ctl.spinners, 1)
+        if idle & FP_IDLE_PARKED:
+            fp_sub_u32_seq_cst(&self.ctl.sleepers, 1)
+        rec.idle = 0
+        fp_store_u32_seq_cst(&self.ctl.waking, 0)
+        fp_idle_wake_all(self.ctl)
         fp_dispatcher_wake(self.ctl)
 
     cdef void _release_slot(self, int32_t slot) noexcept:
@@ -1262,7 +1276,8 @@ cdef class Core:
         """Workers parked or looking for work (a hint, for lazy spawning)."""
         if self.ctl == NULL:
             return 0
-        return fp_load_u32_seq_cst(&self.ctl.sleepers) + fp_load_u32_seq_cst(&self.ctl.spinners)
+        return (fp_load_u32_seq_cst(&self.ctl.sleepers)
+                + max(0, <int32_t>fp_load_u32_seq_cst(&self.ctl.spinners)))
 
     def _release_memory(self):
         self.stats = &_no_stats     # writes after this go nowhere
