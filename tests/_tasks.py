@@ -148,3 +148,8 @@ def describe(*args, **kwargs):
         return type(x).__name__, (x.nbytes if hasattr(x, "nbytes") else len(x) if hasattr(x, "__len__")
                                   else x)
     return [one(a) for a in args], {k: one(v) for k, v in kwargs.items()}
+
+
+def typed(*args, **kwargs):
+    """The arguments as they arrived, each with its exact type."""
+    return [(type(a), a) for a in args], {k: (type(v), v) for k, v in kwargs.items()}

@@ -54,7 +54,37 @@ import os
 from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
 # pickle, imported with the first process pool: `import fastpool` stays cheap.
-_loads = _dumps = _in_band_only = _OutOfBandWanted = None
+_loads = _dumps = _in_band_only = _OutOfBandWanted = _mloads = _mdumps = None
+
+
+cdef inline bint _plain(object x):
+    # What marshal carries exactly (see _payload.plain).
+    cdef type t = type(x)
+    if t is int or t is float or t is bool or x is None:
+        return True
+    return (t is str or t is bytes) and len(x) <= 4096
+
+
+cdef bint _plain_tuple(object t):
+    # A tuple of a few plain values (a kernel's operands, a small task).
+    if type(t) is not tuple or len(<tuple>t) > 8:
+        return False
+    for a in <tuple>t:
+        if not _plain(a):
+            return False
+    return True
+
+
+cdef bint _plain_call(object args, object kwargs):
+    if type(args) is not tuple or type(kwargs) is not dict:
+        return False
+    for a in <tuple>args:
+        if not _plain(a):
+            return False
+    for k, v in (<dict>kwargs).items():
+        if type(k) is not str or not _plain(v):
+            return False
+    return True
 
 cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void *)
@@ -155,8 +185,9 @@ cdef class Core:
         self.stamps = self.seg.stamps
         self.max_queue = -1
         if n_blocks:
-            global _loads, _dumps, _in_band_only, _OutOfBandWanted
+            global _loads, _dumps, _in_band_only, _OutOfBandWanted, _mloads, _mdumps
             from fastpool._payload import PayloadArea, _in_band_only, _OutOfBandWanted
+            from marshal import loads as _mloads, dumps as _mdumps
             from pickle import loads as _loads, dumps as _dumps
             self.procs = True
             self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size, spill_cache=True)
@@ -374,10 +405,12 @@ cdef class Core:
         # A worker process gets Python tasks pickled, now (the task is read
         # once): what cannot be pickled fails this task alone, with the
         # pickling error, through the native K_FAIL echo.  A task with no
-        # large buffer (nearly all) is one pickle stream: bytes, nothing
-        # more (no buffer list that lives as long as it waits); the others
-        # are what PayloadArea.prepare makes.
+        # large buffer (nearly all) is one stream: bytes, nothing more (no
+        # buffer list that lives as long as it waits); marshal's when it is
+        # made of plain values only (see _payload.py), else pickle's.  The
+        # others are what PayloadArea.prepare makes.
         cdef type t
+        cdef Py_ssize_t room = self.ctl.block_size - sizeof(fp_payload_head)
         if _needs_block(c.kind, True):
             try:
                 if c.kind == K_CALL:
@@ -385,6 +418,14 @@ cdef class Core:
                     # made once (see workers.FunctionRefs).
                     fn, args, kwargs = obj
                     obj = (self._fn_ref(fn), args, kwargs)
+                    if type(obj[0]) is bytes and _plain_call(args, kwargs):
+                        m = _mdumps(obj)
+                        if len(m) <= room:
+                            return m
+                elif _plain(obj) or _plain_tuple(obj):
+                    m = _mdumps(obj)
+                    if len(m) <= room:
+                        return m
                 t = type(obj)
                 if t is not bytes and t is not bytearray and t is not memoryview:
                     try:
@@ -518,7 +559,7 @@ cdef class Core:
         try:
             stream = block_stream(self.seg, block)
             if stream is not None:
-                return _loads(stream)
+                return _loads(stream) if stream[0] == 0x80 else _mloads(stream)
             return self.area.read(block)
         except BaseException as e:
             return _Unreadable(e)

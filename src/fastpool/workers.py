@@ -319,14 +319,16 @@ class _Runner:
     """Runs one task from its payload block; writes back its result or exception."""
 
     def __init__(self, seg: Any, area: Any, processor: Any) -> None:
+        import marshal
         import pickle
 
         from fastpool import _core
+        from fastpool._payload import plain
 
         self.seg = seg
         self.functions: dict = {}       # FunctionRefs' bytes -> the function
         self.stream_of, self.put_stream = _core.block_stream, _core.block_put_stream
-        self.loads = pickle.loads
+        self.loads, self.mloads, self.mdumps, self.plain = pickle.loads, marshal.loads, marshal.dumps, plain
         self.area = area
         self.processor = processor
         self.kinds = (_core.PAYLOAD_PROC, _core.PAYLOAD_CALL)
@@ -341,7 +343,7 @@ class _Runner:
         if stream is None:
             return self._call_large(slot, kind)
         try:
-            task = self.loads(stream)
+            task = self.loads(stream) if stream[0] == 0x80 else self.mloads(stream)
             stream = None
         except BaseException as e:
             # As the stdlib's process pool, whose worker dies of it (and the
@@ -371,6 +373,9 @@ class _Runner:
             return self._error(slot, e)
         task = None
         try:
+            # Plain values as marshal's stream, the rest pickled (see _payload.py).
+            if self.plain(result) and self.put_stream(self.seg, slot, self.mdumps(result)):
+                return self.ok
             prepared = area.prepare(result)
             if prepared[1] or not self.put_stream(self.seg, slot, prepared[0]):
                 area.put(slot, prepared)
