@@ -98,3 +98,58 @@ def slow_echo(x):
     # other threads run meanwhile).
     time.sleep(0.0002)
     return x
+
+
+# -- arrays and large payloads (numpy imported only by the tasks that use it) --------
+
+_kept = []
+
+
+def keep(a):
+    """Keeps the task's array (a view of where it arrived) and a copy of it;
+    returns its sum.  kept_intact() tells whether the views still hold what
+    they held."""
+    _kept.append((a, a.copy()))
+    return float(a.sum())
+
+
+def kept_intact(_=None):
+    import numpy
+
+    return len(_kept), all(numpy.array_equal(view, copy) for view, copy in _kept)
+
+
+def double_in_place(a):
+    a *= 2
+    return a
+
+
+def first_half(a):
+    return a[:len(a) // 2]
+
+
+def both(a):
+    return a, a * 3
+
+
+def make_array(n):
+    import numpy
+
+    return numpy.arange(n, dtype=numpy.uint8)
+
+
+def killed_holding(a):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def describe(*args, **kwargs):
+    """What arrived: the type and size of each argument."""
+    def one(x):
+        return type(x).__name__, (x.nbytes if hasattr(x, "nbytes") else len(x) if hasattr(x, "__len__")
+                                  else x)
+    return [one(a) for a in args], {k: one(v) for k, v in kwargs.items()}
+
+
+def typed(*args, **kwargs):
+    """The arguments as they arrived, each with its exact type."""
+    return [(type(a), a) for a in args], {k: (type(v), v) for k, v in kwargs.items()}

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import contextvars
 import ctypes
+import enum
+import math
 import os
 import pickle
 import random
@@ -26,7 +28,7 @@ KINDS = ("thread", "process")
 
 
 from _tasks import (Counter, FailsToUnpickle, Unpicklable, big_bytes, crash, double, echo, fail, pid_of,
-                    unpicklable_result, wait_at_gate)
+                    typed, unpicklable_result, wait_at_gate)
 
 var = contextvars.ContextVar("var", default="unset")
 
@@ -172,6 +174,38 @@ def test_a_numpy_array_comes_back_equal(make_pool):
     a = np.arange(4 << 20, dtype=np.float32)       # 16 MB
     out = pool.submit(np.multiply, a, 2).result(timeout=WAIT)
     assert out.dtype == a.dtype and np.array_equal(out, a * 2)
+
+
+class _Color(enum.IntEnum):
+    RED = 1
+
+
+class _Name(str):
+    pass
+
+
+PLAIN_AND_NEAR_PLAIN = [
+    0, -1, 2**63, -(2**100), 1.5, float("inf"), -0.0, "", "é\u20ac\U0001f600", "\ud800", b"", b"\x00" * 10,
+    None, True, False, "x" * 5000, b"y" * 5000,
+    _Color.RED, _Name("n"), bytearray(b"ab"), (1, 2), [1, 2], {"a": 1}, 2 + 3j,
+]
+
+
+def test_plain_and_nearly_plain_values_keep_their_type_both_ways(make_pool):
+    # Plain values (ints, floats, short strs and bytes, None, bools) take a
+    # faster encoding; anything else, subclasses included, is pickled: every
+    # value comes back equal and of the same type, as an argument, a keyword
+    # argument, a task and a result.
+    pool = make_pool(2, echo, workers="process")
+    for value in PLAIN_AND_NEAR_PLAIN:
+        args, kwargs = pool.submit(typed, value, k=value).result(timeout=WAIT)
+        assert args == [(type(value), value)] and kwargs == {"k": (type(value), value)}, value
+        got = pool.run(value).result(timeout=WAIT)
+        assert type(got) is type(value) and got == value, value
+        assert str(got) == str(value)
+    assert math.copysign(1, pool.run(-0.0).result(timeout=WAIT)) == -1
+    assert math.isnan(pool.run(float("nan")).result(timeout=WAIT))
+    assert pool.submit(echo, _Color.RED).result(timeout=WAIT) is _Color.RED
 
 
 def test_a_queued_task_is_read_at_submit(make_pool):
@@ -356,6 +390,22 @@ def test_a_worker_that_dies_holding_a_ring_cell_does_not_wedge_the_ring(make_poo
     err = pool.run(1).exception(timeout=WAIT)
     assert isinstance(err, WorkerExitedError)
     assert [pool.run(i).result(timeout=WAIT) for i in range(40)] == [2 * i for i in range(40)]
+
+
+@pytest.mark.parametrize("point", ["woken", "spin"])
+def test_a_worker_that_dies_idle_leaves_the_others_wakeable(make_pool, point):
+    # A worker process dies just after a wake-up reached it ("woken"), or
+    # while counted as looking for work ("spin"): the idle counters it was
+    # in must not keep later tasks from waking a worker (each task here is
+    # submitted once the workers are parked again).
+    pool = make_pool(2, double, workers="process")
+    assert pool.run(1).result(timeout=WAIT) == 2
+    pool._inject_fault(point, 1)
+    for i in range(10):
+        deadline = time.monotonic() + WAIT
+        while pool._idle_workers() < 2 and time.monotonic() < deadline:
+            threading.Event().wait(0.001)   # until both are idle: the task needs a wake-up
+        assert pool.run(i).result(timeout=WAIT) == 2 * i
 
 
 # -- dying with the owner -----------------------------------------------------------

@@ -2,6 +2,7 @@
 # cython: initializedcheck=False, freethreading_compatible=False
 include "_ring.pyx"
 include "_segment.pyx"
+include "_lease.pyx"
 include "_freelist.pyx"
 include "_stats.pyx"
 include "_kernels.pyx"

@@ -49,11 +49,42 @@ def _context_snapshots_shared():
     return _share_snapshots
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memset
+cimport cython
 import os
 from time import monotonic as _monotonic
 from concurrent.futures._base import InvalidStateError, Future
 # pickle, imported with the first process pool: `import fastpool` stays cheap.
-_loads = _dumps = _Buffers = None
+_loads = _dumps = _in_band_only = _OutOfBandWanted = _mloads = _mdumps = None
+
+
+cdef inline bint _plain(object x):
+    # What marshal carries exactly (see _payload.plain).
+    cdef type t = type(x)
+    if t is int or t is float or t is bool or x is None:
+        return True
+    return (t is str or t is bytes) and len(x) <= 4096
+
+
+cdef bint _plain_tuple(object t):
+    # A tuple of a few plain values (a kernel's operands, a small task).
+    if type(t) is not tuple or len(<tuple>t) > 8:
+        return False
+    for a in <tuple>t:
+        if not _plain(a):
+            return False
+    return True
+
+
+cdef bint _plain_call(object args, object kwargs):
+    if type(args) is not tuple or type(kwargs) is not dict:
+        return False
+    for a in <tuple>args:
+        if not _plain(a):
+            return False
+    for k, v in (<dict>kwargs).items():
+        if type(k) is not str or not _plain(v):
+            return False
+    return True
 
 cdef extern from "Python.h":
     object PyObject_GenericGetDict(object, void *)
@@ -102,8 +133,14 @@ cdef class _Unreadable:
         self.exc = exc
 
 
+@cython.no_gc
 cdef class _Queued:
-    """A task waiting in the FIFO, already encoded (read once, at submit)."""
+    """A task waiting in the FIFO, already encoded (read once, at submit).
+
+    Not tracked by the cyclic GC: a burst of submits queues thousands,
+    each of which every collection would visit, and one is dropped as soon
+    as its task moves into the ring (or fails at close), so no cycle
+    through it outlives the pool."""
     cdef fp_cell cell
     cdef fp_word x          # a kernel's third operand (cell.kind & K_HAS_C)
     cdef object obj, cb, ctx
@@ -148,11 +185,12 @@ cdef class Core:
         self.stamps = self.seg.stamps
         self.max_queue = -1
         if n_blocks:
-            global _loads, _dumps, _Buffers
-            from fastpool._payload import PayloadArea, _Buffers
+            global _loads, _dumps, _in_band_only, _OutOfBandWanted, _mloads, _mdumps
+            from fastpool._payload import PayloadArea, _in_band_only, _OutOfBandWanted
+            from marshal import loads as _mloads, dumps as _mdumps
             from pickle import loads as _loads, dumps as _dumps
             self.procs = True
-            self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size)
+            self.area = PayloadArea(self.seg.payload_view(), n_blocks, block_size, spill_cache=True)
             self.free_blocks = <int32_t *>malloc(n_blocks * sizeof(int32_t))
             if self.free_blocks == NULL:
                 raise MemoryError()
@@ -173,9 +211,11 @@ cdef class Core:
 
     def _inject_fault(self, str point, uint32_t after=1):
         """Tests: the `after`-th time a worker process reaches `point`
-        ("claim", "publish" or "run"), it dies there (exit status 86)."""
+        ("claim", "publish", "run", "woken" or "spin"), it dies there
+        (exit status 86)."""
         cdef uint32_t code = {"claim": FP_FAULT_CLAIM, "publish": FP_FAULT_PUBLISH,
-                              "run": FP_FAULT_RUN}[point]
+                              "run": FP_FAULT_RUN, "woken": FP_FAULT_WOKEN,
+                              "spin": FP_FAULT_SPIN}[point]
         if self.ctl == NULL or not self.procs:
             raise ValueError("fault points are for worker processes of an open pool")
         fp_store_u32_seq_cst(&self.ctl.fault_after, after)
@@ -336,7 +376,7 @@ cdef class Core:
         q = _Queued.__new__(_Queued)
         q.cell = c
         q.x = x
-        if _needs_block(c.kind, self.procs):
+        if _needs_block(c.kind, self.procs) and type(obj) is not bytes:
             obj = self.area.frozen(obj)     # its buffers, as they are now
         q.obj = obj
         q.cb = cb
@@ -364,20 +404,36 @@ cdef class Core:
     cdef object _to_payload(self, fp_cell *c, object obj):
         # A worker process gets Python tasks pickled, now (the task is read
         # once): what cannot be pickled fails this task alone, with the
-        # pickling error, through the native K_FAIL echo.
+        # pickling error, through the native K_FAIL echo.  A task with no
+        # large buffer (nearly all) is one stream: bytes, nothing more (no
+        # buffer list that lives as long as it waits); marshal's when it is
+        # made of plain values only (see _payload.py), else pickle's.  The
+        # others are what PayloadArea.prepare makes.
+        cdef type t
+        cdef Py_ssize_t room = self.ctl.block_size - sizeof(fp_payload_head)
         if _needs_block(c.kind, True):
             try:
                 if c.kind == K_CALL:
                     # A plain function travels as its pickled reference,
-                    # made once (see workers.FunctionRefs); the call itself
-                    # is a tuple, which nothing needs to lift out of band.
+                    # made once (see workers.FunctionRefs).
                     fn, args, kwargs = obj
                     obj = (self._fn_ref(fn), args, kwargs)
-                    bufs = _Buffers()
+                    if type(obj[0]) is bytes and _plain_call(args, kwargs):
+                        m = _mdumps(obj)
+                        if len(m) <= room:
+                            return m
+                elif _plain(obj) or _plain_tuple(obj):
+                    m = _mdumps(obj)
+                    if len(m) <= room:
+                        return m
+                t = type(obj)
+                if t is not bytes and t is not bytearray and t is not memoryview:
                     try:
-                        return _dumps(obj, 5, buffer_callback=bufs), bufs
+                        return _dumps(obj, 5, buffer_callback=_in_band_only)
+                    except _OutOfBandWanted:
+                        pass
                     except TypeError:
-                        pass        # a memoryview among the arguments: prepare() lifts it
+                        pass        # a memoryview in the task: prepare() lifts it
                 return self.area.prepare(obj)
             except Exception as e:
                 c.kind = K_FAIL
@@ -485,7 +541,10 @@ cdef class Core:
         c.a.i = self.free_blocks[self.n_free_blocks]
         self.slots.job(slot).block = <int32_t>c.a.i + 1
         try:
-            if obj[1] or not block_put_stream(self.seg, c.a.i, obj[0]):
+            if type(obj) is bytes:
+                if not block_put_stream(self.seg, c.a.i, obj):
+                    self.area.put(<int>c.a.i, (obj, ()))
+            elif obj[1] or not block_put_stream(self.seg, c.a.i, obj[0]):
                 self.area.put(<int>c.a.i, obj)
             self.slots.objs[slot] = None
         except Exception as e:      # no room for a one-off segment
@@ -500,7 +559,7 @@ cdef class Core:
         try:
             stream = block_stream(self.seg, block)
             if stream is not None:
-                return _loads(stream)
+                return _loads(stream) if stream[0] == 0x80 else _mloads(stream)
             return self.area.read(block)
         except BaseException as e:
             return _Unreadable(e)
@@ -948,6 +1007,18 @@ cdef class Core:
                 while fp_ring_push_pos(self.results, &d, &pos, NULL) != FP_OK:
                     fp_yield()
         rec.rclaim = 0
+        # Take it out of the idle counters it was in, forget a wake-up it
+        # may have taken and never spent, and have the parked workers look
+        # at the ring again (see _freelist.pyx): otherwise no submit might
+        # wake anyone any more.
+        idle = rec.idle
+        if idle & FP_IDLE_SPINNING:
+            fp_sub_u32_seq_cst(&self.ctl.spinners, 1)
+        if idle & FP_IDLE_PARKED:
+            fp_sub_u32_seq_cst(&self.ctl.sleepers, 1)
+        rec.idle = 0
+        fp_store_u32_seq_cst(&self.ctl.waking, 0)
+        fp_idle_wake_all(self.ctl)
         fp_dispatcher_wake(self.ctl)
 
     cdef void _release_slot(self, int32_t slot) noexcept:
@@ -1246,7 +1317,8 @@ cdef class Core:
         """Workers parked or looking for work (a hint, for lazy spawning)."""
         if self.ctl == NULL:
             return 0
-        return fp_load_u32_seq_cst(&self.ctl.sleepers) + fp_load_u32_seq_cst(&self.ctl.spinners)
+        return (fp_load_u32_seq_cst(&self.ctl.sleepers)
+                + max(0, <int32_t>fp_load_u32_seq_cst(&self.ctl.spinners)))
 
     def _release_memory(self):
         self.stats = &_no_stats     # writes after this go nowhere

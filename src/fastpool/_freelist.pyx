@@ -14,6 +14,16 @@
 # publishes the task, then reads `sleepers`; the parker raises `sleepers`,
 # then re-reads the ring.  At least one of them sees the other.
 #
+# A worker process can die anywhere, SIGKILL included, so it also notes in
+# its record (`idle`) which counters it is in, and its owner takes it out of
+# them when it is gone (ProcessWorkers' watcher, Core._worker_process_gone),
+# clears `waking` (a wake-up it took and never spent) and wakes every parked
+# worker to look again.  The note and the count are two stores, so a death
+# between them can leave a count off by one: the orders below make that
+# error the harmless kind.  `sleepers` can only be left too high (an extra
+# wake-up now and then); `spinners` only too low, even below zero (read as
+# signed: an extra wake-up, never a lost one).
+#
 # Free task slots.  A fixed table (capacity = ring size) maps a slot id,
 # carried in ring cells, to the Python objects of the task: callback or
 # future, its Context, and the task's own objects.  The free list is a stack
@@ -31,7 +41,7 @@ cdef void fp_idle_wake(fp_ctl *ctl) noexcept nogil:
     fp_fence_seq_cst()
     if fp_load_u32_seq_cst(&ctl.sleepers) == 0:
         return
-    if fp_load_u32_seq_cst(&ctl.spinners) != 0:
+    if <int32_t>fp_load_u32_seq_cst(&ctl.spinners) > 0:
         return
     if fp_xchg_u32_seq_cst(&ctl.waking, 1) != 0:
         return
@@ -48,14 +58,21 @@ cdef void fp_idle_wake_all(fp_ctl *ctl) noexcept nogil:
     fp_add_u32_seq_cst(&ctl.work_seq, 1)
     fp_futex_wake(&ctl.work_seq, INT_MAX)
 
-cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg) noexcept nogil:
+cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
+                       uint32_t *idle) noexcept nogil:
+    # `idle`: a worker process's note of the counters it is in (else NULL).
     fp_add_u32_seq_cst(&ctl.sleepers, 1)
+    if idle != NULL:
+        fp_store_u32_relaxed(idle, fp_load_u32_relaxed(idle) | FP_IDLE_PARKED)
     fp_fence_seq_cst()
     # Read the word before re-checking: a wake that comes after the check
     # changes it, and futex_wait then returns at once.
     cdef uint32_t seen = fp_load_u32_seq_cst(&ctl.work_seq)
     if not has_work(arg) and fp_load_u32_acquire(&ctl.state) < FP_STOPPING:
         fp_futex_wait(&ctl.work_seq, seen)
+        fp_fault_point(FP_FAULT_WOKEN)
+    if idle != NULL:
+        fp_store_u32_relaxed(idle, fp_load_u32_relaxed(idle) & ~(<uint32_t>FP_IDLE_PARKED))
     fp_sub_u32_seq_cst(&ctl.sleepers, 1)
     # A wake-up that reached us is spent: let the next submit send another.
     fp_store_u32_seq_cst(&ctl.waking, 0)

@@ -17,6 +17,13 @@ in memory too when the area starts on a 64-byte boundary, as a mapping does)::
     64j  buffer 1   (i < j < ...: in order, apart, after the stream)
          ...        up to `total length` bytes
 
+A payload of plain values only (ints, floats, short strs and bytes, None,
+bools; for a call, a tuple of them and a dict of them by name), which the
+native fast path writes and reads, may be a marshal stream instead: about
+half the cost of a pickle each way.  The first byte tells them apart: a
+pickle (protocol 2 and up) starts with PROTO (0x80), a marshal stream never
+does.  ``loads_stream`` reads either.
+
 A payload that does not fit its block goes to a one-off shared-memory segment
 with the same layout; the block then holds only a header of kind SPILLED
 followed by that segment's name.  Whoever reads it unlinks it; whoever gives
@@ -24,6 +31,19 @@ up on it calls ``discard``.  One-off segments are kept out of the resource
 tracker (``track=False`` on 3.13+, unregistered at once before), so no
 tracker ever unlinks one in the wrong process; the reader attaches and
 unlinks in one step, which the tracker sees as balanced.
+
+A process pool's owner keeps some spill segments for reuse instead (see
+_spill.py): its area is made with ``spill_cache=True``.  A payload it puts
+in one leaves a block of kind CACHED (the segment's name); the area that
+reads such a task (a worker's) maps the segment once and keeps it, and its
+next ``put`` in that block is the task's result: into the same segment
+(CACHED) when no view of the task is left and the result fits, else in the
+block or a one-off segment, with kind RETURNED for an inline one (the native
+fast path leaves those alone, so that the owner's ``read`` sees every
+result of a task it put in a segment, and gives the segment back).  Inside
+a kept segment the first out-of-band buffer starts on a page, so that a
+task's array and a result made of it in place sit at the same offset and
+need no copy.
 
 Out of band (raw after the stream, one copy on each side): buffers of at
 least OUT_OF_BAND_MIN bytes that pickle hands over as ``PickleBuffer`` (numpy
@@ -39,19 +59,21 @@ copy it saves a large one.
 from __future__ import annotations
 
 import itertools
+import marshal
 import os
 import pickle
 import struct
 import sys
 
-__all__ = ["ALIGN", "OUT_OF_BAND_MIN", "PayloadArea", "PayloadError"]
+__all__ = ["ALIGN", "OUT_OF_BAND_MIN", "PayloadArea", "PayloadError", "loads_stream", "plain"]
 
 ALIGN = 64                    # every out-of-band buffer starts on this boundary
 OUT_OF_BAND_MIN = 1 << 16     # smaller buffers pickle in band: copying beats a table entry
 
 _MAGIC = 0x6C705046           # b"FPpl"
 _VERSION = 1
-_EMPTY, _INLINE, _SPILLED = 0, 1, 2
+_EMPTY, _INLINE, _SPILLED, _CACHED, _RETURNED = 0, 1, 2, 3, 4   # RETURNED: inline (see above)
+_PAGE = 4096
 _HEAD = struct.Struct("<IBBxxIxxxxQQ")   # magic, version, kind, n_buffers, stream (or name) length, total
 _ENTRY = struct.Struct("<QQQ")           # offset, length, flags
 _READONLY = 1                            # flags: the buffer was read-only; it comes back read-only
@@ -63,6 +85,10 @@ _BYTES_LIKE = frozenset({bytes, bytearray, memoryview})
 _CASTABLE = frozenset("cbB?hHiIlLqQnNefdP")  # formats memoryview.cast() takes back
 _TRACK_PARAM = sys.version_info >= (3, 13)
 _dumps, _loads, _PickleBuffer = pickle.dumps, pickle.loads, pickle.PickleBuffer
+_mloads = marshal.loads
+_PROTO = 0x80                 # pickle's first opcode; never the first byte of a marshal stream
+_PLAIN_MAX = 4096             # strs and bytes longer than this are not looked at for marshal
+_PLAIN = frozenset({int, float, str, bytes, type(None), bool})
 _pack_head, _unpack_head = _HEAD.pack_into, _HEAD.unpack_from
 
 
@@ -78,7 +104,8 @@ class PayloadArea:
     of threads as long as each slot is used by one of them at a time.
     """
 
-    def __init__(self, view, n_slots: int, block_size: int, *, spill_prefix: str | None = None):
+    def __init__(self, view, n_slots: int, block_size: int, *, spill_prefix: str | None = None,
+                 spill_cache: bool = False):
         try:
             view = memoryview(view)
         except TypeError:
@@ -114,6 +141,18 @@ class PayloadArea:
         self._counter = itertools.count()
         self._lent = bytearray(n_slots)   # 1: a read(copy=False) lent out views into this block
         self._address = None              # of the view, found when first needed
+        # A pool's owner: the kept segment each block's task went in, if any.
+        self._cache = None
+        self._held = None
+        if spill_cache:
+            from fastpool._spill import SpillCache
+
+            self._cache = SpillCache(spill_prefix)
+            self._held = [None] * n_slots
+        # A worker: kept mappings, and what a block's task was read from
+        # (its segment's name, mapping and Lease) until its result is put.
+        self._maps = None
+        self._reading = [None] * n_slots
 
     # -- writing -------------------------------------------------------------
 
@@ -163,6 +202,16 @@ class PayloadArea:
         start = slot * self.block_size
         stream, buffers = prepared
         view = self._view
+        if self._held is not None and self._held[slot] is not None:
+            self._give_back(slot)       # its result was read without us (should not happen)
+        reading = self._reading[slot]
+        if reading is not None:
+            self._reading[slot] = None
+            try:
+                return self._put_result(slot, start, stream, buffers, reading)
+            except BaseException:
+                self._reading[slot] = (None, None, None)    # what is put instead says RETURNED
+                raise
         if not buffers:
             total = _HEAD.size + len(stream)
             if total <= self.block_size:
@@ -185,8 +234,100 @@ class PayloadArea:
                 _put(view, start, stream, buffers, offsets, total)
                 self._lent[slot] = 0
                 return total
-        self._spill(slot, start, stream, buffers, offsets, total)
         self._lent[slot] = 0
+        if self._cache is not None:
+            kept = self._put_cached(slot, start, stream, buffers)
+            if kept:
+                return kept
+        self._spill(slot, start, stream, buffers, offsets, total)
+        return total
+
+    def _put_cached(self, slot, start, stream, buffers):
+        # The owner: into a kept segment, if the cache has room (else 0).
+        from fastpool._spill import HEAD
+
+        offsets, total = _layout(stream, buffers, HEAD)
+        seg = self._cache.take(total)
+        if seg is None:
+            return 0
+        try:
+            _put(seg.view, HEAD, stream, buffers, offsets, total)
+        except BaseException:
+            self._cache.give(seg)
+            raise
+        self._held[slot] = seg
+        self._name_header(start, _CACHED, seg.name, total)
+        return total
+
+    def _name_header(self, start, kind, name, total):
+        raw = name.encode("ascii")
+        view = self._view
+        view[start + _HEAD.size:start + _HEAD.size + len(raw)] = raw
+        _pack_head(view, start, _MAGIC, _VERSION, kind, 0, len(raw), total)
+
+    def _put_result(self, slot, start, stream, buffers, reading):
+        """A worker: the result of a task read from a kept segment.
+
+        Into that segment when no view of the task is left and it fits;
+        else in the block (kind RETURNED) or a one-off segment.  Views of
+        the task that outlive it (kept by the task's code) pin the segment:
+        the owner will never reuse it.
+        """
+        from fastpool._core import buffer_address
+        from fastpool._spill import HEAD
+
+        name, mapping, lease = reading
+        free = False
+        moved = ()
+        if lease is not None:
+            # Buffers of the result that lie in the segment (a task's array
+            # returned, or changed in place and returned) are noted by
+            # offset and let go of, so that only views kept elsewhere count.
+            base, size = lease.address, len(mapping)
+            moved = []
+            for i, m in enumerate(buffers):
+                address = buffer_address(m)
+                if base <= address < base + size:
+                    moved.append((i, address - base - HEAD, m.nbytes, m.readonly))
+                    buffers[i] = None
+                    try:
+                        m.release()
+                    except BufferError:
+                        pass        # viewed elsewhere too: the lease stays held
+            m = None
+            free = lease.close()
+            if not free:
+                self._maps.pin(name, mapping)
+            if moved:
+                # The bytes are still there, and the mapping still ours.
+                whole = memoryview(mapping)
+                for i, offset, nbytes, readonly in moved:
+                    part = whole[HEAD + offset:HEAD + offset + nbytes]
+                    buffers[i] = part.toreadonly() if readonly else part
+        self._lent[slot] = 0
+        offsets, total = _layout(stream, buffers)
+        if free and total > self.block_size:
+            offsets, total = _layout(stream, buffers, HEAD)
+            if HEAD + total <= len(mapping) and self._maps.reserve(name, mapping, HEAD + total):
+                # A moved buffer already where it goes is not copied; the
+                # others are copied aside first (they may lie where
+                # something else goes).
+                in_place = set()
+                for i, offset, nbytes, readonly in moved:
+                    if offset == offsets[i]:
+                        in_place.add(i)
+                    else:
+                        b = buffers[i]
+                        buffers[i] = memoryview(bytes(b) if readonly else bytearray(b))
+                        b.release()
+                _put(memoryview(mapping), HEAD, stream, buffers, offsets, total, _INLINE, in_place)
+                self._name_header(start, _CACHED, name, total)
+                return total
+            offsets, total = _layout(stream, buffers)
+        if total <= self.block_size:
+            _put(self._view, start, stream, buffers, offsets, total, _RETURNED)
+            return total
+        self._spill(slot, start, stream, buffers, offsets, total)
         return total
 
     def _spill(self, slot, start, stream, buffers, offsets, total):
@@ -260,23 +401,74 @@ class PayloadArea:
         if type(slot) is not int or not 0 <= slot < self.n_slots:
             raise self._bad_slot(slot)
         start = slot * self.block_size
+        if self._held is None or self._held[slot] is None:
+            return self._read(slot, start, copy, None)
+        held = self._held[slot]
+        self._held[slot] = None
+        try:
+            return self._read(slot, start, copy, held)
+        finally:
+            self._cache.release(held)     # unless the result was lent views of it
+
+    def _read(self, slot, start, copy, held):
         view = self._view
         magic, version, kind, n, length, total = _unpack_head(view, start)
         if magic != _MAGIC or version != _VERSION:
             raise self._bad_header(slot, magic, version, kind)
-        if kind == _INLINE:
+        if kind == _INLINE or kind == _RETURNED:
             if total > self.block_size:
                 raise PayloadError(f"slot {slot}: its header claims {total} bytes, "
                                    f"the block has {self.block_size}")
             if not n and _HEAD.size + length <= total:      # the common case: no buffers
-                return _loads(view[start + _HEAD.size:start + _HEAD.size + length])
+                return loads_stream(view[start + _HEAD.size:start + _HEAD.size + length])
             obj = _load(view, start, n, length, total, copy, slot)
             if n and not copy:
                 self._lent[slot] = 1
             return obj
         if kind == _SPILLED:
             return self._read_spilled(slot, start, length, total, copy)
+        if kind == _CACHED:
+            if held is not None:
+                return self._read_kept_result(slot, start, length, total, held)
+            return self._read_kept_task(slot, start, length, total, copy)
         raise self._bad_header(slot, magic, version, kind)
+
+    def _kept_name(self, slot, start, length):
+        if not 0 < length <= self.block_size - _HEAD.size:
+            raise PayloadError(f"slot {slot}: its header names no valid kept segment")
+        try:
+            return bytes(self._view[start + _HEAD.size:start + _HEAD.size + length]).decode("ascii")
+        except UnicodeDecodeError:
+            raise PayloadError(f"slot {slot}: its header names no valid kept segment") from None
+
+    def _read_kept_task(self, slot, start, length, total, copy):
+        # A worker: a task in a segment its pool keeps.  The mapping is kept
+        # too; the task's views come from a Lease, which put() looks at.
+        from fastpool._core import Lease
+        from fastpool._spill import SpillMaps
+
+        self._reading[slot] = (None, None, None)   # even if this fails, the result says RETURNED
+        name = self._kept_name(slot, start, length)
+        if self._maps is None:
+            self._maps = SpillMaps(self.spill_prefix)
+        try:
+            mapping = self._maps.get(name)
+        except (OSError, ValueError) as e:
+            raise PayloadError(f"slot {slot}: its kept segment {name!r} cannot be used: {e}") from None
+        lease = Lease(mapping)
+        self._reading[slot] = (name, mapping, lease)
+        return _load_kept(memoryview(lease), total, copy, f"slot {slot} (kept segment {name!r})")
+
+    def _read_kept_result(self, slot, start, length, total, held):
+        # The owner: a result in the segment its task went in.  The object
+        # is lent views of it (no copy); the segment is free again once the
+        # last of them goes.
+        name = self._kept_name(slot, start, length)
+        if name != held.name:
+            raise PayloadError(f"slot {slot}: its header names {name!r}, not the segment "
+                               f"its task went in ({held.name!r})")
+        return _load_kept(memoryview(self._cache.lend(held)), total, False,
+                          f"slot {slot} (kept segment {name!r})")
 
     def _read_spilled(self, slot, start, length, total, copy):
         name = self._spilled_name(slot, start, length)
@@ -312,6 +504,8 @@ class PayloadArea:
         """
         start = self._start(slot)
         view = self._view
+        if self._held is not None and self._held[slot] is not None:
+            self._give_back(slot)
         magic, version, kind, _, length, _ = _HEAD.unpack_from(view, start)
         if magic == _MAGIC and version == _VERSION and kind == _SPILLED:
             name = self._spilled_name(slot, start, length)
@@ -320,8 +514,21 @@ class PayloadArea:
         view[start:start + _HEAD.size] = _EMPTY_HEADER
 
     def close(self) -> None:
-        """Let go of the view, so that its owner can close the mapping under it."""
+        """Let go of the view, so that its owner can close the mapping under
+        it; remove the kept segments (a pool's owner) or let go of their
+        mappings (a worker)."""
         self._view.release()
+        self._reading = [None] * self.n_slots
+        if self._cache is not None:
+            self._held = [None] * self.n_slots
+            self._cache.close()
+        if self._maps is not None:
+            self._maps.close()
+
+    def _give_back(self, slot):
+        held = self._held[slot]
+        self._held[slot] = None
+        self._cache.release(held)
 
     # -- helpers -------------------------------------------------------------
 
@@ -376,16 +583,71 @@ class _Buffers(list):
         return False
 
 
-def _put(view, start, stream, buffers, offsets, total):
-    # Table, stream and buffers first, the header last.
+def loads_stream(stream):
+    """The object in a payload's stream: a pickle, or a marshal stream of plain values."""
+    return _loads(stream) if stream[0] == _PROTO else _mloads(stream)
+
+
+def plain(obj) -> bool:
+    """``obj`` is a value marshal carries exactly: an int, float, bool, None,
+    or a str or bytes of at most _PLAIN_MAX (exact types: a subclass, or any
+    other buffer, would come back as its base type)."""
+    t = type(obj)
+    return t in _PLAIN and (t is not str and t is not bytes or len(obj) <= _PLAIN_MAX)
+
+
+class _OutOfBandWanted(Exception):
+    """_in_band_only met a buffer that should go out of band."""
+
+
+def _in_band_only(pb):
+    # pickle's buffer_callback for a payload expected to have no large
+    # buffer: small ones pickle in band; a large one stops the pickling at
+    # once, to be pickled again by prepare(), with the buffer out of band.
+    if pb.raw().nbytes >= OUT_OF_BAND_MIN:
+        raise _OutOfBandWanted
+    return True
+
+
+def _put(view, start, stream, buffers, offsets, total, kind=_INLINE, in_place=()):
+    # Table, stream and buffers first, the header last.  Buffers numbered
+    # in `in_place` are at their offset already.
     pos = start + _HEAD.size
     for m, offset in zip(buffers, offsets):
         _ENTRY.pack_into(view, pos, offset, m.nbytes, _READONLY if m.readonly else 0)
         pos += _ENTRY.size
     view[pos:pos + len(stream)] = stream
-    for m, offset in zip(buffers, offsets):
-        view[start + offset:start + offset + m.nbytes] = m
-    _HEAD.pack_into(view, start, _MAGIC, _VERSION, _INLINE, len(buffers), len(stream), total)
+    for i, (m, offset) in enumerate(zip(buffers, offsets)):
+        if i not in in_place:
+            view[start + offset:start + offset + m.nbytes] = m
+    _HEAD.pack_into(view, start, _MAGIC, _VERSION, kind, len(buffers), len(stream), total)
+
+
+def _layout(stream, buffers, page_from=None):
+    """Where the buffers go after the header, table and stream; and the
+    total.  `page_from`: the payload starts `page_from` bytes into a page,
+    and the first buffer goes on the next page boundary (a kept segment)."""
+    end = _HEAD.size + _ENTRY.size * len(buffers) + len(stream)
+    offsets = []
+    for i, m in enumerate(buffers):
+        if i == 0 and page_from is not None:
+            end = -(-(end + page_from) // _PAGE) * _PAGE - page_from
+        else:
+            end = -(-end // ALIGN) * ALIGN
+        offsets.append(end)
+        end += m.nbytes
+    return offsets, end
+
+
+def _load_kept(buf, total, copy, where):
+    from fastpool._spill import HEAD
+
+    if HEAD + total > buf.nbytes:
+        raise PayloadError(f"{where}: {buf.nbytes - HEAD} bytes, its header claims {total}")
+    magic, version, kind, n, length, inner_total = _HEAD.unpack_from(buf, HEAD)
+    if magic != _MAGIC or version != _VERSION or kind != _INLINE or inner_total != total:
+        raise PayloadError(f"{where}: not a payload this module wrote")
+    return _load(buf, HEAD, n, length, total, copy, where)
 
 
 def _load(buf, start, n, length, total, copy, where):
@@ -397,7 +659,7 @@ def _load(buf, start, n, length, total, copy, where):
     if n > total // _ENTRY.size or stream + length > start + total:
         raise PayloadError(f"{where}: its header does not fit its {total} bytes")
     if not n:
-        return _loads(buf[stream:stream + length])
+        return loads_stream(buf[stream:stream + length])
     buffers = []
     low = stream + length - start          # buffers follow the stream, in order, apart
     for i in range(n):

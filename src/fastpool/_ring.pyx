@@ -33,6 +33,8 @@ cdef enum:
     FP_FAULT_CLAIM = 1       # holding a task cell it claimed, not yet released
     FP_FAULT_PUBLISH = 2     # holding a result cell it claimed, not yet published
     FP_FAULT_RUN = 3         # holding a task, before running it
+    FP_FAULT_WOKEN = 4       # woken from its park, the wake-up not yet spent
+    FP_FAULT_SPIN = 5        # counted as spinning (looking for work)
     FP_FAULT_EXIT = 86       # the exit status of such a death
 
 cdef uint32_t *fp_fault = NULL

@@ -49,7 +49,8 @@ ctypedef struct fp_worker_rec:
     uint64_t task_pos        # 1 + the task-ring position of the task in `slot`
     uint64_t claim           # 1 + a task-ring position it is trying to pop (0: none)
     uint64_t rclaim          # 1 + a result-ring position it is trying to push (0: none)
-    uint8_t _pad[24]
+    uint32_t idle            # FP_IDLE_*: the idle counters of fp_ctl it is counted in
+    uint8_t _pad[20]
 
 cdef enum:
     FP_MAGIC = 0x46504f4f    # "FPOO"
@@ -61,6 +62,8 @@ cdef enum:
     FP_NO_SLOT = 0xffffffff
     FP_LEAVE_RETIRED = 1     # ran max_tasks_per_child tasks
     FP_LEAVE_INIT_FAILED = 2 # its initializer raised
+    FP_IDLE_SPINNING = 1     # counted in ctl.spinners (a worker process)
+    FP_IDLE_PARKED = 2       # counted in ctl.sleepers (a worker process)
 
 cdef class Segment:
     cdef object _mapping     # an mmap (anonymous) or a SharedMemory (named)

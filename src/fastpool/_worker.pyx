@@ -19,6 +19,22 @@ cdef inline bint _short_kind(uint32_t kind) noexcept nogil:
     # as looking for work, so a flood of them never triggers a wake-up.
     return (kind & K_BASE_MASK) == K_SCALAR or kind == K_FAIL
 
+cdef inline void _spin_start(fp_worker *w) noexcept nogil:
+    # The note first, the count after (see _freelist.pyx: a death between
+    # them leaves `spinners` one too low, never one too high).
+    if w.track:
+        fp_store_u32_relaxed(&w.rec.idle, fp_load_u32_relaxed(&w.rec.idle) | FP_IDLE_SPINNING)
+    fp_add_u32_seq_cst(&w.ctl.spinners, 1)
+    fp_fault_point(FP_FAULT_SPIN)
+
+cdef inline void _spin_stop(fp_worker *w) noexcept nogil:
+    fp_sub_u32_seq_cst(&w.ctl.spinners, 1)
+    if w.track:
+        fp_store_u32_relaxed(&w.rec.idle, fp_load_u32_relaxed(&w.rec.idle) & ~(<uint32_t>FP_IDLE_SPINNING))
+
+cdef inline void _park(fp_worker *w) noexcept nogil:
+    fp_idle_park(w.ctl, fp_ring_has_work, w.tasks, &w.rec.idle if w.track else NULL)
+
 cdef inline int _take(fp_worker *w, fp_cell *c) noexcept nogil:
     if not w.track:
         return fp_ring_pop(w.tasks, c)
@@ -49,7 +65,7 @@ cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
                 # so each woken worker wakes the next.
                 if spinning:
                     spinning = False
-                    fp_sub_u32_seq_cst(&ctl.spinners, 1)
+                    _spin_stop(w)
                 if not fp_ring_empty(w.tasks):
                     fp_idle_wake(ctl)
             rc = fp_worker_run_cell(w, &c)
@@ -60,15 +76,15 @@ cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
                     rc = 2
             if rc:
                 if spinning:
-                    fp_sub_u32_seq_cst(&ctl.spinners, 1)
+                    _spin_stop(w)
                 return rc
             continue
         if not spinning:
-            if fp_load_u32_seq_cst(&ctl.spinners) != 0:
-                fp_idle_park(ctl, fp_ring_has_work, w.tasks)
+            if <int32_t>fp_load_u32_seq_cst(&ctl.spinners) > 0:
+                _park(w)
                 continue
             spinning = True
-            fp_add_u32_seq_cst(&ctl.spinners, 1)
+            _spin_start(w)
         found = False
         for i in range(WORKER_SPIN):
             fp_cpu_relax()
@@ -78,10 +94,10 @@ cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
         if found:
             continue
         spinning = False
-        fp_sub_u32_seq_cst(&ctl.spinners, 1)
-        fp_idle_park(ctl, fp_ring_has_work, w.tasks)
+        _spin_stop(w)
+        _park(w)
     if spinning:
-        fp_sub_u32_seq_cst(&ctl.spinners, 1)
+        _spin_stop(w)
     return 0
 
 cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:

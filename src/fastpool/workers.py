@@ -319,14 +319,16 @@ class _Runner:
     """Runs one task from its payload block; writes back its result or exception."""
 
     def __init__(self, seg: Any, area: Any, processor: Any) -> None:
+        import marshal
         import pickle
 
         from fastpool import _core
+        from fastpool._payload import plain
 
         self.seg = seg
         self.functions: dict = {}       # FunctionRefs' bytes -> the function
         self.stream_of, self.put_stream = _core.block_stream, _core.block_put_stream
-        self.loads = pickle.loads
+        self.loads, self.mloads, self.mdumps, self.plain = pickle.loads, marshal.loads, marshal.dumps, plain
         self.area = area
         self.processor = processor
         self.kinds = (_core.PAYLOAD_PROC, _core.PAYLOAD_CALL)
@@ -337,9 +339,11 @@ class _Runner:
         # `slot`: the task's payload block.
         area = self.area
         proc, call = self.kinds
+        stream = self.stream_of(self.seg, slot)
+        if stream is None:
+            return self._call_large(slot, kind)
         try:
-            stream = self.stream_of(self.seg, slot)
-            task = self.loads(stream) if stream is not None else area.read(slot, copy=False)
+            task = self.loads(stream) if stream[0] == 0x80 else self.mloads(stream)
             stream = None
         except BaseException as e:
             # As the stdlib's process pool, whose worker dies of it (and the
@@ -369,6 +373,9 @@ class _Runner:
             return self._error(slot, e)
         task = None
         try:
+            # Plain values as marshal's stream, the rest pickled (see _payload.py).
+            if self.plain(result) and self.put_stream(self.seg, slot, self.mdumps(result)):
+                return self.ok
             prepared = area.prepare(result)
             if prepared[1] or not self.put_stream(self.seg, slot, prepared[0]):
                 area.put(slot, prepared)
@@ -376,6 +383,66 @@ class _Runner:
         except BaseException as e:      # the result does not pickle
             result = None
             return self._error(slot, e)
+
+    def _call_large(self, slot: int, kind: int) -> int:
+        # A task with out-of-band buffers or in a spill segment: read with
+        # views into where it lies (no copy).  Its result is written once
+        # every reference to the task is gone, so that the area can tell
+        # whether the task's code kept views of it (see PayloadArea.put).
+        prepared, code = self._run_large(slot, kind)
+        try:
+            self.area.put(slot, prepared)
+            return code
+        except BaseException as e:      # no room for a one-off segment
+            prepared = None
+            return self._error(slot, e)
+
+    def _run_large(self, slot: int, kind: int) -> tuple:
+        area = self.area
+        try:
+            task = area.read(slot, copy=False)
+        except BaseException as e:
+            from concurrent.futures.process import BrokenProcessPool
+
+            err = BrokenProcessPool(f"the task's arguments could not be unpickled: {e!r}")
+            err.__cause__ = e
+            return self._prepared_error(err), self.failed
+        try:
+            proc, call = self.kinds
+            if kind == call:
+                fn, args, kwargs = task
+                task = None
+                if type(fn) is bytes:
+                    ref, fn = fn, self.functions.get(fn)
+                    if fn is None:
+                        fn = self.loads(ref)
+                        if len(self.functions) < FunctionRefs.MAX:
+                            self.functions[ref] = fn
+                result = fn(*args, **kwargs)
+                fn = args = kwargs = None
+            elif kind == proc:
+                result = self.processor(task)
+            else:       # a native kernel's task on Python objects (big ints, numpy scalars)
+                args, task = task, None
+                result = self.kernel_op(kind)(*args)
+                args = None
+        except BaseException as e:
+            task = fn = args = kwargs = None
+            return self._prepared_error(e), self.failed
+        task = None
+        try:
+            return area.prepare(result), self.ok
+        except BaseException as e:      # the result does not pickle
+            result = None
+            return self._prepared_error(e), self.failed
+
+    def _prepared_error(self, exc: BaseException) -> tuple:
+        from concurrent.futures.process import _ExceptionWithTraceback as wrap
+
+        try:
+            return self.area.prepare(wrap(exc, exc.__traceback__))
+        except BaseException as e:      # the exception itself does not pickle
+            return self.area.prepare(wrap(e, e.__traceback__))
 
     def _error(self, slot: int, exc: BaseException) -> int:
         # As the stdlib's process pool: the exception, with the worker's
