@@ -7,7 +7,14 @@ arrays of one element type give numpy's elementwise result, into an
 optional "out".  A pool runs native kernels in its worker threads without
 the GIL; called directly, a kernel computes the task in the calling thread:
 `add({"a": 1, "b": 2}) == 3`.
-"""
-from fastpool._core import Kernel, add, fma, mul
 
-__all__ = ["Kernel", "add", "mul", "fma"]
+Typed kernels take their operands as a signature says ("i8(f8,f8)": two
+doubles in, an int64 out): `mandelbrot` (the escape count of the point
+(a, b), at most MANDELBROT_LIMIT steps, a compute-bound demonstration),
+`cfunc(fn, signature)` (a C function, called once per element), and the
+kernels a Cython module registers through fastpool/abi.pxd.
+"""
+from fastpool._cfunc import cfunc
+from fastpool._core import MANDELBROT_LIMIT, Kernel, add, fma, mandelbrot, mul
+
+__all__ = ["Kernel", "add", "mul", "fma", "mandelbrot", "MANDELBROT_LIMIT", "cfunc"]
