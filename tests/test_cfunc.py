@@ -399,6 +399,20 @@ def test_executor_map_and_submit_take_a_cfunc_kernel(clib):
         assert list(ex.map(k, items[:50])) == [-i for i in range(50)]
 
 
+
+def test_native_map_raises_at_an_item_a_typed_kernel_does_not_take(make_pool, clib):
+    # The helpers compute the plain items without the GIL; an item of
+    # floats for int64 operands is left to the kernel, which raises there.
+    isub = kernel_of(clib, "isub")
+    pool = make_pool(2)
+    items = [(i, 1) for i in range(10_000)] + [(1.5, 1)] + [(1, 1)] * 10
+    it = pool.map(isub, items)
+    assert [next(it) for _ in range(10_000)] == [i - 1 for i in range(10_000)]
+    with pytest.raises(TypeError, match=r"^isub kernel: 'a' must be an int \(i8\(i8,i8\) takes int64"):
+        next(it)
+    half_diff = kernel_of(clib, "half_diff")
+    assert list(pool.map(half_diff, [(3, 1), (True, 2)] * 3000)) == [0.5, -1.5] * 3000
+
 # -- errors: clear, at cfunc() or for the task, never a crash ----------------------------
 
 def test_bad_functions_are_clear_errors_at_cfunc(clib):

@@ -67,11 +67,12 @@ cdef enum:
 #   scalar(e, floats, ops, res): ops[i] is an int64 (ops[i].i) or, when bit
 #       i of `floats` is set, a double (ops[i].d).  Returns R_INT with the
 #       exact result as a 128-bit two's complement in res[0] (low word) and
-#       res[1] (high word), or R_FLOAT with res[0].d; or 0 for operands the
-#       kernel does not take (only a native map passes such: the item is
-#       then computed later by the kernel, which raises its error).  For
-#       FP_TAKES_PYTHON, Python's own semantics for those operand types (the
-#       same result as Python's arithmetic on the ints and floats).
+#       res[1] (high word), or R_FLOAT with res[0].d.  For FP_TAKES_PYTHON,
+#       Python's own semantics for those operand types (the same result as
+#       Python's arithmetic on the ints and floats).  Operands a typed kernel
+#       does not take (floats for i8: only a native map passes such) give
+#       R_INT with res[1] = 1 and res[0] = 0, a result beyond 64 bits, which
+#       the map leaves to the kernel itself: it raises the item's error.
 #   array(e, job, start, stop): elements [start, stop) of job.out from job.a,
 #       job.b (and job.c), of element type job.dtype.
 #   map_chunk(e, job, k): chunk k of a native map's items: fp_map_encode

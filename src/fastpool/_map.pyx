@@ -67,7 +67,7 @@ cdef inline void fp_map_encode(const fp_kernel *e, fp_map_job *j, int64_t k, int
     cdef PyObject *objs[FP_MAX_OPERANDS]
     cdef fp_word ops[FP_MAX_OPERANDS]
     cdef fp_word res[2]
-    cdef uint32_t floats, rk
+    cdef uint32_t floats
     cdef int m, km
     cdef uint8_t tag
     for i in range(lo, hi):
@@ -88,14 +88,13 @@ cdef inline void fp_map_encode(const fp_kernel *e, fp_map_job *j, int64_t k, int
                     floats |= 1u << m
             else:
                 res[1].i = 0
-                rk = scalar(e, floats, ops, res)
-                if rk == R_FLOAT:
+                if scalar(e, floats, ops, res) == R_FLOAT:
                     j.vals[i].d = res[0].d
                     tag = M_FLOAT
-                elif rk == R_INT and res[1].i == (res[0].i >> 63):
+                elif res[1].i == (res[0].i >> 63):
                     j.vals[i].i = res[0].i
-                    tag = M_INT     # else the exact result needs Python's ints, or
-                                    # the kernel does not take these operands
+                    tag = M_INT     # else the exact result needs Python's ints (or
+                                    # the kernel does not take these operands)
         j.tags[i] = tag
 
 cdef inline int64_t _claim(fp_map_job *j) noexcept nogil:

@@ -27,7 +27,11 @@ cdef uint32_t fp_typed_scalar(const fp_kernel *e, uint32_t floats, const fp_word
         if e.takes == FP_TAKES_F8:
             x[i].d = fp_as_double(floats, o, i)
         elif floats & (1u << i):
-            return 0            # a float for int64 operands (a map's item: its error comes later)
+            # A float for int64 operands (an item of a map): "beyond 64
+            # bits", so that the map leaves it to the kernel, which raises.
+            r[0].i = 0
+            r[1].i = 1
+            return R_INT
         else:
             x[i].i = o[i].i
         args[i] = <char *>&x[i]
