@@ -19,6 +19,7 @@ import os
 import pickle
 import shutil
 import subprocess
+import sys
 import sysconfig
 import time
 import types
@@ -598,6 +599,31 @@ def test_numba_cfuncs_are_kernels(make_pool):
 
 
 # -- the kernel table -------------------------------------------------------------------------
+
+def test_a_full_kernel_table_is_a_clear_error(clib):
+    # In a process of its own: every kernel made keeps its entry.
+    script = f"""
+import ctypes
+from fastpool import kernels
+add = ctypes.cast(ctypes.CDLL({clib!r}).add, ctypes.c_void_p).value
+code = ctypes.cast(ctypes.CDLL("libc.so.6").printf, ctypes.c_void_p).value
+made = [kernels.cfunc(add, "f8(f8,f8)")]
+try:
+    for i in range(300):
+        made.append(kernels.cfunc(code + i, "f8(f8,f8)"))   # addresses in libc's code, never called
+except ValueError as e:
+    print(len(made), e)
+print(kernels.cfunc(add, "f8(f8,f8)") is made[0], made[0]((1, 2)))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert proc.stderr == ""
+    first, second = proc.stdout.splitlines()
+    n = int(first.split()[0])
+    assert 200 < n < 256
+    assert first.endswith(": the table holds 256 kernels, each for the life of the process")
+    assert "no room for kernel" in first
+    assert second == "True 3.0"
+
 
 def test_the_kernels_module_lists_cfunc_and_mandelbrot():
     assert {"cfunc", "mandelbrot", "MANDELBROT_LIMIT"} <= set(kernels.__all__)
