@@ -622,9 +622,9 @@ class Arrays(_ArrayAdd):
 
 
 class Scaling(_ArrayAdd):
-    """fastpool has no compute-heavy kernel, so this is the closest: the add
-    kernel on arrays small enough to stay in cache (2^18 float64, 2 MiB
-    each), split across the workers, one task at a time."""
+    """The add kernel on arrays small enough to stay in cache (2^18 float64,
+    2 MiB each), split across the workers, one task at a time: scaling of a
+    light kernel (5c, mandelbrot, is the compute-bound one)."""
 
     number = "5b"
     key = "scaling"
@@ -650,6 +650,134 @@ class Scaling(_ArrayAdd):
     @contender("fastpool, 1 worker", pool="fastpool", workers=1)
     def one_worker(self):
         return self._adds("fastpool, 1 worker")
+
+
+
+class Mandelbrot(Workload):
+    """The compute-bound built-in kernel: the escape count of every point of
+    a grid (at most 256 steps of z = z*z + c each), the grid's rows split
+    into tasks of a few rows, all submitted at once, so that the workers
+    share the uneven work (points in the set take every step).  Against the
+    same pool with one worker, and against numpy computing the same steps
+    elementwise over the whole grid (same counts, checked)."""
+
+    number = "5c"
+    key = "mandelbrot"
+    title = "mandelbrot kernel: escape counts of a grid, 2 workers vs 1 and vs numpy"
+    needs = ("numpy",)
+    baseline = "fastpool, 2 workers"
+    targets = {"fastpool, 1 worker": Target(1.8, ">= 1.8x"), "numpy": Target(1.5, ">= 1.5x")}
+    ROWS_PER_TASK = 8
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__(scale)
+        import numpy as np
+
+        self.np = np
+        side = self.scale ** 0.5                  # the grid's area follows the scale
+        h = max(2, round(480 * side))
+        w = max(2, round(640 * side))
+        y, x = np.mgrid[-1.2:1.2:h * 1j, -2.2:0.8:w * 1j]
+        self.x, self.y = np.ascontiguousarray(x), np.ascontiguousarray(y)
+        self.expected = kernels.mandelbrot((self.x, self.y))        # one thread, here
+        self.rows = [slice(r, r + self.ROWS_PER_TASK) for r in range(0, h, self.ROWS_PER_TASK)]
+        self.tasks_per_round = len(self.rows)
+        self.out = {name: np.empty((h, w), np.int64) for name in self.contenders}
+        self.title = (f"mandelbrot kernel: escape counts of a {w} x {h} grid in {len(self.rows)} "
+                      "tasks, 2 workers vs 1 and vs numpy")
+
+    def before_round(self, name: str) -> None:
+        self.out[name].fill(-1)
+
+    def _pool_round(self, name: str) -> Any:
+        submit, out = self.pool_of(name).submit, self.out[name]
+        futures = [submit(kernels.mandelbrot, {"a": self.x[r], "b": self.y[r], "out": out[r]})
+                   for r in self.rows]
+        for f in futures:
+            f.result()
+        return out
+
+    @contender("fastpool, 2 workers", pool="fastpool", workers=2)
+    def two_workers(self) -> Any:
+        return self._pool_round("fastpool, 2 workers")
+
+    @contender("fastpool, 1 worker", pool="fastpool", workers=1)
+    def one_worker(self) -> Any:
+        return self._pool_round("fastpool, 1 worker")
+
+    @contender("numpy")
+    def numpy_steps(self) -> Any:
+        np, x, y = self.np, self.x, self.y
+        count = self.out["numpy"]
+        count.fill(kernels.MANDELBROT_LIMIT)
+        zr, zi = np.zeros_like(x), np.zeros_like(x)
+        active = np.ones(x.shape, dtype=bool)
+        with np.errstate(all="ignore"):       # escaped points run on to inf and nan, unread
+            for n in range(kernels.MANDELBROT_LIMIT):
+                zr2, zi2 = zr * zr, zi * zi
+                out = active & (zr2 + zi2 > 4.0)
+                count[out] = n
+                active &= ~out
+                zi = 2.0 * zr * zi + y
+                zr = zr2 - zi2 + x
+        return count
+
+    def check(self, name: str, result: Any) -> None:
+        assert self.np.array_equal(result, self.expected), "escape counts differ from the kernel's"
+
+
+CFUNC_ADD_SOURCE = "double fastpool_bench_add(double a, double b) { return a + b; }\n"
+
+
+def _c_compiler() -> str | None:
+    import shutil
+    import sysconfig
+
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc)
+
+
+class CfuncArrays(_ArrayAdd):
+    """A C function of one element as a kernel (kernels.cfunc, "f8(f8,f8)",
+    called once per element) against the built-in add, adding the same
+    arrays in the same pool.  The function is compiled here with the
+    system's C compiler."""
+
+    number = "5d"
+    key = "cfunc-arrays"
+    title = "cfunc f8(f8,f8) add vs the built-in add: 2^24 float64, out given"
+    baseline = "cfunc add"
+    targets = {"built-in add": Target(1 / 1.1, ">= 0.91x (cfunc costs <= 1.1x add)")}
+
+    @classmethod
+    def missing(cls, name: str) -> str | None:
+        return super().missing(name) or (None if _c_compiler() else "no C compiler")
+
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__(scale)
+        self.make_arrays(self.scaled(2 ** 24, 1024))
+        self.title = f"cfunc f8(f8,f8) add vs the built-in add: {self.n:,} float64, out given"
+        self.kernel = None
+
+    def prepare(self, name: str) -> None:
+        super().prepare(name)
+        if self.kernel is None:
+            import tempfile
+
+            d = self._stack.enter_context(tempfile.TemporaryDirectory())
+            src, lib = os.path.join(d, "add.c"), os.path.join(d, "libfastpool_bench_add.so")
+            with open(src, "w") as f:
+                f.write(CFUNC_ADD_SOURCE)
+            subprocess.run([_c_compiler(), "-O2", "-shared", "-fPIC", "-o", lib, src], check=True)
+            self.kernel = kernels.cfunc((lib, "fastpool_bench_add"), "f8(f8,f8)")
+
+    @contender("cfunc add", pool="fastpool")
+    def cfunc_add(self) -> Any:
+        return self.pool_of("cfunc add").submit(self.kernel, self.task("cfunc add")).result()
+
+    @contender("built-in add", pool="fastpool")
+    def builtin_add(self) -> Any:
+        return self.pool_of("built-in add").run(self.task("built-in add")).result()
 
 
 # ------------------------------------------------- whole-process workloads
@@ -1032,8 +1160,9 @@ class Respawn(Workload):
                       f"{seconds * 1e3:.0f} ms (worst round's median)", "< 500 ms", seconds < 0.5)]
 
 
-WORKLOADS: list[type[Workload]] = [Callbacks, Futures, Map, RoundTrip, ShortLived, Arrays, Scaling, Import,
-                                   ColdStart, ProcSmall, ProcCpu, ProcMap, ProcArray, ProcNative, Respawn]
+WORKLOADS: list[type[Workload]] = [Callbacks, Futures, Map, RoundTrip, ShortLived, Arrays, Scaling,
+                                   Mandelbrot, CfuncArrays, Import, ColdStart, ProcSmall, ProcCpu, ProcMap,
+                                   ProcArray, ProcNative, Respawn]
 
 
 # ---------------------------------------------------------------- machine

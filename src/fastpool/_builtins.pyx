@@ -38,7 +38,8 @@ cdef inline fp_lane _lane_mul(fp_lane a, fp_lane b) noexcept nogil:
 
 # -- add: a + b -------------------------------------------------------------
 
-cdef uint32_t _add_scalar(uint32_t floats, const fp_word *o, fp_word *r) noexcept nogil:
+cdef uint32_t _add_scalar(const fp_kernel *e, uint32_t floats, const fp_word *o,
+                          fp_word *r) noexcept nogil:
     if floats == 0:
         fp_add_i128(o[0].i, o[1].i, &r[0].i, &r[1].i)
         return R_INT
@@ -52,7 +53,7 @@ cdef inline void _add_lanes(const fp_job *j, int64_t lo, int64_t hi, fp_lane *ou
     for i in range(lo, hi):
         out[i] = _lane_add(a[i], b[i])
 
-cdef void _add_array(const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
+cdef void _add_array(const fp_kernel *e, const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
     cdef int32_t t = j.dtype & ~DT_SIGNED
     if t == DT_F64:
         _add_lanes(j, lo, hi, <double *>j.out)
@@ -67,16 +68,16 @@ cdef void _add_array(const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
     else:
         _add_lanes(j, lo, hi, <uint8_t *>j.out)
 
-cdef void _add_map(fp_map_job *j, int64_t k) noexcept nogil:
-    fp_map_encode(j, k, 2, _add_scalar)
+cdef void _add_map(const fp_kernel *e, fp_map_job *j, int64_t k) noexcept nogil:
+    fp_map_encode(e, j, k, 2, _add_scalar)
 
-add = fp_register_kernel("add", 2, _add_scalar, _add_array, _add_map, operator.add)
-
+add = fp_register_kernel("add", 2, _add_scalar, _add_array, _add_map, operator.add, None, True)
 
 
 # -- mul: a * b -------------------------------------------------------------
 
-cdef uint32_t _mul_scalar(uint32_t floats, const fp_word *o, fp_word *r) noexcept nogil:
+cdef uint32_t _mul_scalar(const fp_kernel *e, uint32_t floats, const fp_word *o,
+                          fp_word *r) noexcept nogil:
     if floats == 0:
         fp_mul_i128(o[0].i, o[1].i, &r[0].i, &r[1].i)
         return R_INT
@@ -90,7 +91,7 @@ cdef inline void _mul_lanes(const fp_job *j, int64_t lo, int64_t hi, fp_lane *ou
     for i in range(lo, hi):
         out[i] = _lane_mul(a[i], b[i])
 
-cdef void _mul_array(const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
+cdef void _mul_array(const fp_kernel *e, const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
     cdef int32_t t = j.dtype & ~DT_SIGNED
     if t == DT_F64:
         _mul_lanes(j, lo, hi, <double *>j.out)
@@ -105,10 +106,10 @@ cdef void _mul_array(const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
     else:
         _mul_lanes(j, lo, hi, <uint8_t *>j.out)
 
-cdef void _mul_map(fp_map_job *j, int64_t k) noexcept nogil:
-    fp_map_encode(j, k, 2, _mul_scalar)
+cdef void _mul_map(const fp_kernel *e, fp_map_job *j, int64_t k) noexcept nogil:
+    fp_map_encode(e, j, k, 2, _mul_scalar)
 
-mul = fp_register_kernel("mul", 2, _mul_scalar, _mul_array, _mul_map, operator.mul)
+mul = fp_register_kernel("mul", 2, _mul_scalar, _mul_array, _mul_map, operator.mul, None, True)
 
 
 # -- fma: a * b + c ---------------------------------------------------------
@@ -116,7 +117,8 @@ mul = fp_register_kernel("mul", 2, _mul_scalar, _mul_array, _mul_map, operator.m
 # As Python evaluates it: a * b first (an exact int when both are ints),
 # then + c; each step rounded once when it is a float.
 
-cdef uint32_t _fma_scalar(uint32_t floats, const fp_word *o, fp_word *r) noexcept nogil:
+cdef uint32_t _fma_scalar(const fp_kernel *e, uint32_t floats, const fp_word *o,
+                          fp_word *r) noexcept nogil:
     if floats == 0:
         fp_fma_i128(o[0].i, o[1].i, o[2].i, &r[0].i, &r[1].i)
         return R_INT
@@ -135,7 +137,7 @@ cdef inline void _fma_lanes(const fp_job *j, int64_t lo, int64_t hi, fp_lane *ou
     for i in range(lo, hi):
         out[i] = _lane_add(_lane_mul(a[i], b[i]), c[i])
 
-cdef void _fma_array(const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
+cdef void _fma_array(const fp_kernel *e, const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
     cdef int32_t t = j.dtype & ~DT_SIGNED
     if t == DT_F64:
         _fma_lanes(j, lo, hi, <double *>j.out)
@@ -150,10 +152,61 @@ cdef void _fma_array(const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
     else:
         _fma_lanes(j, lo, hi, <uint8_t *>j.out)
 
-cdef void _fma_map(fp_map_job *j, int64_t k) noexcept nogil:
-    fp_map_encode(j, k, 3, _fma_scalar)
+cdef void _fma_map(const fp_kernel *e, fp_map_job *j, int64_t k) noexcept nogil:
+    fp_map_encode(e, j, k, 3, _fma_scalar)
 
 def _fma(a, b, c):
     return a * b + c
 
-fma = fp_register_kernel("fma", 3, _fma_scalar, _fma_array, _fma_map, _fma)
+fma = fp_register_kernel("fma", 3, _fma_scalar, _fma_array, _fma_map, _fma, None, True)
+
+
+# -- mandelbrot: the escape count of the point (a, b) ---------------------------
+#
+# A compute-bound kernel: up to 256 steps (FP_MANDELBROT_LIMIT) of
+# z = z*z + c, with c = a + b*i and z from 0, each a handful of dependent
+# floating-point operations, per element.  Its result is the number of steps
+# after which |z| > 2 first holds, or 256 if it never does (the point is
+# taken to be in the set).  Typed, "i8(f8,f8)": the operands are converted
+# to doubles as float(x) converts them, arrays are float64 and the result
+# int64.  The same steps in Python (or numpy, elementwise) give the same
+# count: each operation is rounded once, as there.
+
+cdef enum:
+    FP_MANDELBROT_LIMIT = 256
+
+cdef inline int64_t _escape(double x, double y) noexcept nogil:
+    cdef double zr = 0.0, zi = 0.0, zr2, zi2
+    cdef int64_t n
+    for n in range(FP_MANDELBROT_LIMIT):
+        zr2 = zr * zr
+        zi2 = zi * zi
+        if zr2 + zi2 > 4.0:
+            return n
+        zi = 2.0 * zr * zi + y
+        zr = zr2 - zi2 + x
+    return FP_MANDELBROT_LIMIT
+
+cdef uint32_t _mandelbrot_scalar(const fp_kernel *e, uint32_t floats, const fp_word *o,
+                                 fp_word *r) noexcept nogil:
+    r[0].i = _escape(fp_as_double(floats, o, 0), fp_as_double(floats, o, 1))
+    r[1].i = 0
+    return R_INT
+
+cdef void _mandelbrot_array(const fp_kernel *e, const fp_job *j, int64_t lo, int64_t hi) noexcept nogil:
+    cdef const double *x = <const double *>j.a
+    cdef const double *y = <const double *>j.b
+    cdef int64_t *out = <int64_t *>j.out
+    cdef int64_t i
+    for i in range(lo, hi):
+        out[i] = _escape(x[i], y[i])
+
+cdef void _mandelbrot_map(const fp_kernel *e, fp_map_job *j, int64_t k) noexcept nogil:
+    fp_map_encode(e, j, k, 2, _mandelbrot_scalar)
+
+mandelbrot = fp_register_kernel("mandelbrot", 2, _mandelbrot_scalar, _mandelbrot_array,
+                                _mandelbrot_map, None, "i8(f8,f8)")
+MANDELBROT_LIMIT = FP_MANDELBROT_LIMIT
+
+
+fp_seal_builtins()

@@ -4,12 +4,15 @@ from typing import Any, Callable, Iterator
 class Kernel:
     name: str
     nops: int
-    py_op: Callable[..., Any]
+    py_op: Callable[..., Any] | None
+    signature: str | None
     def __call__(self, task: Any) -> Any: ...
 
 add: Kernel
 mul: Kernel
 fma: Kernel
+mandelbrot: Kernel
+MANDELBROT_LIMIT: int
 
 def kernel_py_op(kind: int) -> Callable[..., Any]: ...
 

@@ -174,6 +174,9 @@ cdef class Core:
         self.future_cls = future_cls
         self.processor = processor
         self.default_op = (<Kernel>processor).index if isinstance(processor, Kernel) else OP_PROC
+        if n_blocks and isinstance(processor, Kernel) and isinstance((<Kernel>processor).spec, str):
+            raise ValueError(f"processor: the {(<Kernel>processor).what} cannot run in worker "
+                             f"processes: {(<Kernel>processor).spec}")
         self.slots = SlotTable(ring_size)
         self.overflow = deque()
         self.deferred = deque()
@@ -444,6 +447,13 @@ cdef class Core:
             c.kind = K_FAIL
             return TypeError(f"array tasks run on thread workers: a process pool's {what} "
                              "takes numbers (use workers=\"thread\" for arrays)")
+        if (c.kind & K_BASE_MASK) == K_SCALAR:
+            # A kernel that is not a built-in: its record first, so that the
+            # workers can load it (or this task's error: an address).
+            err = fp_kreg_publish(self.seg, c.kind)
+            if err is not None:
+                c.kind = K_FAIL
+                return err
         return obj
 
     cdef object _context_snapshot(self):
@@ -594,6 +604,7 @@ cdef class Core:
         w.stamps = self.seg.stamps
         w.job_pages = self.slots.job_pages
         w.operands = self.operands
+        w.kmap = NULL
         w.idx = idx
         w.hooks.owner = <void *>self
         w.hooks.run_held = _hook_run_held
@@ -886,6 +897,8 @@ cdef class Core:
                 err = self._worker_exited_error(obj)
             elif kind == R_CLOSED:
                 err = self._closed_error()
+            elif kind == R_NO_KERNEL:
+                err = fp_kreg_missing_error(self.seg, <int32_t>r.a.i)
             elif kind == R_CANCELLED:
                 fp_stat_add(&self.stats.cancelled, 1)
                 return 0

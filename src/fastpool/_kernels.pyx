@@ -10,6 +10,11 @@
 #   arrays (and an "out")       ->   K_ARRAY | kernel, a cell      ->   entry.array, no GIL
 #                                    per chunk
 #   anything else               ->   K_FAIL (its exception in the slot)
+#
+# A typed kernel (a signature such as "f8(f8,f8)": cfunc kernels, those
+# registered through fastpool/abi.pxd, mandelbrot) takes no Python path:
+# its operands are converted to doubles (as float(x) does) or must be
+# int64s as they are read, and its arrays have its element types.
 from cpython.buffer cimport (PyObject_GetBuffer, PyBuffer_Release, PyObject_CheckBuffer,
                              PyBuffer_IsContiguous, PyBUF_RECORDS, PyBUF_RECORDS_RO)
 from cpython.dict cimport PyDict_GetItem
@@ -17,15 +22,20 @@ from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong, PyL
 from cpython.object cimport PyObject
 from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+import os
 import sys
 
 # The table.  An entry never moves or changes once registered, and the same
 # kernels are registered in the same order in every process that imports
 # fastpool, so an index in a cell means the same kernel to a worker process.
 cdef fp_kernel fp_kernels[FP_MAX_KERNELS]
-cdef PyObject *fp_kernel_objs[FP_MAX_KERNELS]   # each entry's Kernel (held by _registry)
+cdef PyObject *fp_kernel_objs[FP_MAX_KERNELS]   # each entry's Kernel (held by _kernels_made)
 cdef int32_t fp_n_kernels = 0
-cdef dict _registry = {}                          # name -> Kernel
+cdef int32_t fp_n_builtins = 0                    # kernels [0, fp_n_builtins) are _builtins.pyx's
+cdef fp_kernel fp_kernel_missing                  # a worker process could not load the kernel
+cdef dict _registry = {}                          # name -> Kernel (built-ins, registered by module)
+cdef list _kernels_made = []                      # every Kernel: entries live as long as the process
 cdef object _MAKING = object()                    # only fp_register_kernel makes a Kernel
 
 cdef tuple _NAMES = ("a", "b", "c")
@@ -184,27 +194,34 @@ cdef object _shape_error(str what, str name, Py_buffer *v, Py_buffer *va):
     return ValueError(f"{what}: 'a' and {name!r} differ in shape ({_shape(va)} != {_shape(v)}); "
                       f"the {what} does not broadcast")
 
+cdef str _dtype_name(int32_t dtype):
+    return {DT_F64: "float64", DT_I64 | DT_SIGNED: "int64"}.get(dtype, _TYPECODES.get(dtype, "?"))
+
 # array.array typecodes of each element type, for results of non-numpy inputs
 cdef dict _TYPECODES = {DT_F64: "d", DT_F32: "f",
                         DT_I8 | DT_SIGNED: "b", DT_I16 | DT_SIGNED: "h",
                         DT_I32 | DT_SIGNED: "i", DT_I64 | DT_SIGNED: "q",
                         DT_I8: "B", DT_I16: "H", DT_I32: "I", DT_I64: "Q"}
 
-cdef object _new_like(str what, object a, Py_buffer *v, int32_t dtype):
-    """A result for `a`: a numpy array of its shape and type when it is a
-    numpy array, else a zeroed array.array (1-D only), or the exception."""
+cdef object _new_like(str what, object a, Py_buffer *v, int32_t dtype, int32_t out_dtype):
+    """A result for `a` (of element type `dtype`): a numpy array of its
+    shape when it is a numpy array, else a zeroed array.array (1-D only), of
+    element type `out_dtype` (a's own when that is `dtype`); or the exception."""
     np = sys.modules.get("numpy")
     if np is not None and isinstance(a, np.ndarray):
-        return np.empty(_shape(v), a.dtype)
+        return np.empty(_shape(v), a.dtype if out_dtype == dtype else _TYPECODES[out_dtype])
     if v.ndim != 1:
         return ValueError(f"{what}: 'a' is a {v.ndim}-dimensional {type(a).__name__}, not a numpy "
                           "array: pass an 'out' of its shape for the result")
     import array
     fmt = _format(v).lstrip("@=<")
-    code = fmt if fmt in array.typecodes and array.array(fmt).itemsize == v.itemsize else _TYPECODES[dtype]
+    if out_dtype == dtype and fmt in array.typecodes and array.array(fmt).itemsize == v.itemsize:
+        code = fmt
+    else:
+        code = _TYPECODES[out_dtype]
     out = array.array(code)
     if v.len:
-        out.frombytes(bytes(v.len))
+        out.frombytes(bytes(v.len // v.itemsize * out.itemsize))
     return out
 
 cdef object _array_task(Kernel k, tuple ops, object out):
@@ -234,6 +251,10 @@ cdef object _array_task(Kernel k, tuple ops, object out):
     if err is not None:
         return err
     t.dtype = _dtype_of(&t.v[0])
+    if k.entry.in_dtype and t.dtype != k.entry.in_dtype:
+        return TypeError(f"{what}: 'a' has element type {_format(&t.v[0])!r}; the {what} takes "
+                         f"arrays of {_dtype_name(k.entry.in_dtype)} ({k.signature})")
+    cdef int32_t out_dtype = k.entry.out_dtype if k.entry.out_dtype else t.dtype
     for i in range(1, k.nops):
         err = _check_layout(what, &t.v[i], names[i], &t.v[0])
         if err is not None:
@@ -242,7 +263,7 @@ cdef object _array_task(Kernel k, tuple ops, object out):
             return _shape_error(what, names[i], &t.v[i], &t.v[0])
     t.n = t.v[0].len // t.v[0].itemsize
     if out is None:
-        out = _new_like(what, ops[0], &t.v[0], t.dtype)
+        out = _new_like(what, ops[0], &t.v[0], t.dtype, out_dtype)
         if isinstance(out, Exception):
             return out
     elif not PyObject_CheckBuffer(out):
@@ -251,9 +272,12 @@ cdef object _array_task(Kernel k, tuple ops, object out):
     if err is not None:
         return err
     t.ho = True
-    err = _check_layout(what, &t.vo, "out", &t.v[0])
+    err = _check_layout(what, &t.vo, "out", &t.v[0] if out_dtype == t.dtype else NULL)
     if err is not None:
         return err
+    if _dtype_of(&t.vo) != out_dtype:
+        return TypeError(f"{what}: 'out' has element type {_format(&t.vo)!r}; the {what} makes "
+                         f"{_dtype_name(out_dtype)} ({k.signature})")
     if not _same_shape(&t.vo, &t.v[0]):
         return _shape_error(what, "out", &t.vo, &t.v[0])
     # Each element of out depends on the same element of the operands only,
@@ -389,10 +413,10 @@ cdef inline object _encode_operands(int32_t index, int nops, object a, object b,
     if ka == 1 and kb == 1 and kc == 1 and out is None:
         c.kind = K_SCALAR | <uint32_t>index << K_KERNEL_SHIFT | (K_HAS_C if nops > 2 else 0)
         return None
-    return _encode_other(_kernel_at(index), a, b, cc, out, ka, kb, kc, c)
+    return _encode_other(_kernel_at(index), a, b, cc, out, ka, kb, kc, c, x)
 
 cdef object _encode_other(Kernel k, object a, object b, object cc, object out,
-                          int ka, int kb, int kc, fp_cell *c):
+                          int ka, int kb, int kc, fp_cell *c, fp_word *x):
     # Not all int64s: floats, the Python path, arrays or a bad task.
     cdef uint32_t kind = K_SCALAR | k.kind_bits | (K_HAS_C if k.nops > 2 else 0)
     c.kind = K_FAIL
@@ -408,12 +432,66 @@ cdef object _encode_other(Kernel k, object a, object b, object cc, object out,
     if out is not None:
         return TypeError(f"{k.what}: 'out' is for array tasks; {_listed(_NAMES[:k.nops])} are "
                          f"numbers ({_listed_types(ops)})")
+    if k.entry.takes != FP_TAKES_PYTHON:
+        return _encode_typed(k, ops, ka, kb, kc, c, x)
     if ka == 3 or kb == 3 or kc == 3:
         c.kind = K_PY | k.kind_bits
         return ops
     # int64s and floats: the kernel's scalar function applies Python's
     # rules for the mix (see fp_as_double).
     c.kind = kind | <uint32_t>((ka == 2) | (kb == 2) << 1 | (kc == 2) << 2) << K_FLOAT_SHIFT
+    return None
+
+cdef object _encode_typed(Kernel k, tuple ops, int ka, int kb, int kc, fp_cell *c, fp_word *x):
+    # Numbers for a typed kernel: as doubles (FP_TAKES_F8) or int64s
+    # (FP_TAKES_I8), read now; no Python path.
+    cdef fp_word *words[FP_MAX_OPERANDS]
+    cdef int kinds[FP_MAX_OPERANDS]
+    cdef uint32_t floats = 0
+    cdef int i
+    words[0] = &c.a
+    words[1] = &c.b
+    words[2] = x
+    kinds[0] = ka
+    kinds[1] = kb
+    kinds[2] = kc
+    for i in range(k.nops):
+        if kinds[i] == 1:
+            continue                # an int64: as it is (the scalar converts it for f8)
+        if k.entry.takes == FP_TAKES_F8:
+            if kinds[i] == 3:
+                try:
+                    words[i].d = float(ops[i])
+                except OverflowError:
+                    return OverflowError(f"{k.what}: {_NAMES[i]!r} is too large to convert to a "
+                                         f"float ({k.signature} takes doubles)")
+            floats |= 1u << i
+        else:
+            err = _to_int64(k, i, ops[i], words[i]) if kinds[i] == 3 else None
+            if kinds[i] == 2 or err is not None:
+                return err if err is not None else _not_int64(k, i, ops[i])
+    c.kind = (K_SCALAR | k.kind_bits | (K_HAS_C if k.nops > 2 else 0)
+              | floats << K_FLOAT_SHIFT)
+    return None
+
+cdef object _not_int64(Kernel k, int i, object x):
+    return TypeError(f"{k.what}: {_NAMES[i]!r} must be an int ({k.signature} takes int64 "
+                     f"operands), not {type(x).__name__}")
+
+cdef object _to_int64(Kernel k, int i, object x, fp_word *w):
+    # An int that is not an exact int64: a big int, an int subclass, a numpy
+    # integer or bool.  None (its value in w) or the exception.
+    import operator
+    try:
+        v = operator.index(x)
+    except TypeError:
+        if type(x).__name__ != "bool" or type(x).__module__ != "numpy":
+            return _not_int64(k, i, x)
+        v = int(x)          # numpy.bool_, as Python's bool
+    if not -(1 << 63) <= v < (1 << 63):
+        return OverflowError(f"{k.what}: {_NAMES[i]!r} does not fit int64 ({k.signature} takes "
+                             "int64 operands)")
+    w.i = v
     return None
 
 cdef str _listed_types(tuple ops):
@@ -455,7 +533,7 @@ cdef inline void fp_scalar_run(const fp_kernel *e, const fp_cell *t, const fp_wo
     if t.kind & K_HAS_C:
         ops[2] = x[0]
     res[1].i = 0
-    r.kind = e.scalar((t.kind >> K_FLOAT_SHIFT) & ((1u << FP_MAX_OPERANDS) - 1), ops, res)
+    r.kind = e.scalar(e, (t.kind >> K_FLOAT_SHIFT) & ((1u << FP_MAX_OPERANDS) - 1), ops, res)
     r.a = res[0]
     r.b = res[1]
 
@@ -475,19 +553,32 @@ cdef class Kernel:
     """A native kernel: the pool runs it without the GIL.
 
     Also a plain callable that computes one task in the calling thread.
-    Kernels are made by fastpool (fastpool.kernels.add, mul, fma) and
-    pickle by name.
+    Kernels are made by fastpool: the built-ins (fastpool.kernels.add, mul,
+    fma, mandelbrot), fastpool.kernels.cfunc, and Cython modules through
+    fastpool/abi.pxd.  A kernel pickles as what names it (a built-in's
+    name, a library and symbol, a module and name); one made from an
+    address cannot be pickled.
     """
     def __cinit__(self, token=None):
         if token is not _MAKING:
             raise TypeError("fastpool kernels are made by fastpool: use fastpool.kernels.add, "
-                            "mul or fma")
+                            "mul, fma, mandelbrot or cfunc")
 
     def __repr__(self):
-        return f"<fastpool kernel {self.name!r}>"
+        if self.signature is None:
+            return f"<fastpool kernel {self.name!r}>"
+        return f"<fastpool kernel {self.name!r} {self.signature}>"
 
     def __reduce__(self):
-        return (_kernel_by_name, (self.name,))
+        spec = self.spec
+        if spec is None:
+            return (_kernel_by_name, (self.name,))
+        if isinstance(spec, str):
+            raise TypeError(f"cannot pickle the {self.what}: {spec}")
+        if spec[0] == "lib":
+            from fastpool.kernels import cfunc
+            return (cfunc, ((spec[1], spec[2]), spec[3]))
+        return (_kernel_from_module, (spec[1], spec[2]))
 
     def __call__(self, task):
         cdef fp_cell c, r
@@ -503,42 +594,103 @@ cdef class Kernel:
         if base == K_ARRAY:
             (<ArrayTask>obj).fill_job(&job)
             with nogil:
-                self.entry.array(&job, 0, job.n)
+                self.entry.array(self.entry, &job, 0, job.n)
             (<ArrayTask>obj).release()
             return (<ArrayTask>obj).result
         raise obj
 
 
+# Signatures of typed kernels: RESULT(OPERAND, OPERAND[, OPERAND]), each
+# f8 (a double) or i8 (an int64), the operands of one type.
+cdef dict _SIG_TYPES = {"f8": DT_F64, "i8": DT_I64 | DT_SIGNED}
+_SIGNATURE_HELP = ("RESULT(OPERAND,OPERAND[,OPERAND]) with types f8 (double) or i8 (int64), "
+                   "the operands of one type: 'f8(f8,f8)', 'i8(i8,i8)', 'f8(f8,f8,f8)', "
+                   "'i8(f8,f8)', ...")
+
+def _signature_parts(signature):
+    """(the signature written plainly, its result type, its operand types),
+    e.g. ("f8(f8,f8)", "f8", ("f8", "f8")); ValueError if fastpool does not
+    take it."""
+    if not isinstance(signature, str):
+        raise TypeError(f"signature must be a str such as 'f8(f8,f8)', not {type(signature).__name__}")
+    text = "".join(signature.split()).lower()
+    result, paren, rest = text.partition("(")
+    if not paren or not rest.endswith(")"):
+        raise ValueError(f"signature {signature!r} is not {_SIGNATURE_HELP}")
+    operands = tuple(rest[:len(rest) - 1].split(","))
+    for t in (result,) + operands:
+        if t not in _SIG_TYPES:
+            raise ValueError(f"signature {signature!r}: unsupported type {t!r}; expected {_SIGNATURE_HELP}")
+    if not 2 <= len(operands) <= FP_MAX_OPERANDS:
+        raise ValueError(f"signature {signature!r}: {len(operands)} operand{'s' if len(operands) != 1 else ''}; "
+                         "a kernel takes 2 or 3")
+    if len(set(operands)) != 1:
+        raise ValueError(f"signature {signature!r}: the operands must be of one type ({_SIGNATURE_HELP})")
+    return f"{result}({','.join(operands)})", result, operands
+
+
 cdef Kernel fp_register_kernel(str name, int nops, fp_scalar_fn scalar, fp_array_fn array,
-                               fp_map_fn map_chunk, object py_op):
-    """Add a kernel to the table; its Kernel object."""
+                               fp_map_fn map_chunk, object py_op, str signature=None,
+                               bint quick=False, fp_loop_fn loop=NULL, void *data=NULL,
+                               bint by_name=True):
+    """Add a kernel to the table; its Kernel object.  A `signature` makes it
+    typed: its operands are taken as that signature says (no Python path),
+    and `loop` and `data` are there for its functions.  `by_name`: it is
+    found by its name (fastpool's own and registered kernels; a cfunc
+    kernel is not)."""
     global fp_n_kernels
     cdef Kernel k
     cdef int32_t i = fp_n_kernels
-    if name in _registry:
+    cdef int32_t takes = FP_TAKES_PYTHON, in_dtype = 0, out_dtype = 0
+    if by_name and name in _registry:
         raise ValueError(f"a kernel named {name!r} exists already")
     if i == FP_MAX_KERNELS:
-        raise ValueError(f"no room for kernel {name!r}: the table holds {FP_MAX_KERNELS}")
+        raise ValueError(f"no room for kernel {name!r}: the table holds {FP_MAX_KERNELS} kernels, "
+                         "each for the life of the process")
+    if signature is not None:
+        signature, result, operands = _signature_parts(signature)
+        if len(operands) != nops:
+            raise ValueError(f"kernel {name!r}: {nops} operands, but its signature is {signature}")
+        takes = FP_TAKES_F8 if operands[0] == "f8" else FP_TAKES_I8
+        in_dtype = _SIG_TYPES[operands[0]]
+        out_dtype = _SIG_TYPES[result]
     if not 2 <= nops <= FP_MAX_OPERANDS:
         raise ValueError(f"kernel {name!r}: {nops} operands (2 or 3 are supported)")
     if scalar == NULL or array == NULL or map_chunk == NULL:
         raise ValueError(f"kernel {name!r}: every entry runs scalars, arrays and maps")
+    # Claimed before anything below can let another thread in; no task
+    # names the entry until its Kernel exists.
+    fp_n_kernels = i + 1
     fp_kernels[i].nops = nops
+    fp_kernels[i].takes = takes
+    fp_kernels[i].in_dtype = in_dtype
+    fp_kernels[i].out_dtype = out_dtype
+    fp_kernels[i].quick = quick
     fp_kernels[i].scalar = scalar
     fp_kernels[i].array = array
     fp_kernels[i].map_chunk = map_chunk
+    fp_kernels[i].loop = loop
+    fp_kernels[i].data = data
     k = Kernel.__new__(Kernel, _MAKING)
     k.name = name
     k.nops = nops
     k.py_op = py_op
+    k.signature = signature
     k.index = i
     k.kind_bits = <uint32_t>i << K_KERNEL_SHIFT
     k.entry = &fp_kernels[i]
     k.what = f"{name} kernel"
-    _registry[name] = k
+    _kernels_made.append(k)
+    if by_name:
+        _registry[name] = k
     fp_kernel_objs[i] = <PyObject *>k
-    fp_n_kernels = i + 1
     return k
+
+cdef void fp_seal_builtins() noexcept:
+    # The end of _builtins.pyx: the kernels so far are registered in the
+    # same order by every process that imports fastpool.
+    global fp_n_builtins
+    fp_n_builtins = fp_n_kernels
 
 def _kernel_by_name(name):
     k = _registry.get(name)
@@ -546,31 +698,220 @@ def _kernel_by_name(name):
         raise ValueError(f"no kernel named {name!r}")
     return k
 
+def _kernel_from_module(str module, str name):
+    """The kernel `name` that module `module` registers (fastpool/abi.pxd)
+    when it is imported."""
+    import importlib
+    importlib.import_module(module)
+    k = _registry.get(f"{module}.{name}")
+    if k is None:
+        raise ValueError(f"module {module!r} registers no kernel named {name!r}")
+    return k
+
 def kernel_py_op(uint32_t kind):
     """The Python operation of the kernel a task kind names (a worker
-    process runs K_PY tasks with it)."""
+    process runs K_PY tasks with it).  Only built-ins have one, and their
+    indexes are the same in every process."""
     return fp_kernel_of(kind).py_op
+
+
+# ------------------------------------------------- kernels in worker processes
+#
+# A worker process has its own table.  The built-ins are at the same
+# indexes in every process; any other kernel reaches a process pool's
+# workers as a record in the segment (fp_kreg_*, _kernels.pxd), which the
+# owner writes before the first task of that kernel enters the ring:
+#
+#   owner (submit, GIL)                       worker process (fp_kernel_run)
+#   fp_kreg_publish: append the record,       a cell names owner index i that its
+#   count++ (release), then push the cell     fp_kmap does not know: with the GIL,
+#                                             read the new records, load the kernel
+#                                             ("lib": cfunc; "module": import it),
+#                                             map i -> its own entry; if that fails,
+#                                             write why into the record and answer
+#                                             R_NO_KERNEL for i from then on
+
+cdef inline fp_kreg_head *_kreg(Segment seg) noexcept:
+    if seg is None or seg.ctl == NULL or seg.ctl.kernels == 0:
+        return NULL
+    return <fp_kreg_head *>(seg.base + seg.ctl.kernels)
+
+cdef inline fp_kreg_rec *_kreg_rec(fp_kreg_head *h, uint32_t offset) noexcept:
+    return <fp_kreg_rec *>(<char *>h + sizeof(fp_kreg_head) + offset)
+
+cdef object fp_kreg_publish(Segment seg, uint32_t kind):
+    """Before a task of the kernel `kind` names goes to worker processes:
+    None once they can find the kernel, or the exception that fails the task."""
+    cdef int32_t index = (kind >> K_KERNEL_SHIFT) & (FP_MAX_KERNELS - 1)
+    cdef fp_kreg_head *h = _kreg(seg)
+    if index < fp_n_builtins or (h != NULL and h.published[index]):
+        return None
+    return _kreg_append(seg, h, _kernel_at(index))
+
+cdef object _kreg_append(Segment seg, fp_kreg_head *h, Kernel k):
+    cdef fp_kreg_rec *rec
+    cdef uint64_t need
+    spec = k.spec
+    if isinstance(spec, str):
+        return ValueError(f"the {k.what} cannot run in worker processes: {spec}")
+    if h == NULL:
+        return RuntimeError(f"{k.what}: this pool's segment has no room for kernel records")
+    data = b"".join([os.fsencode(field) + b"\0" for field in spec])
+    need = (sizeof(fp_kreg_rec) + len(data) + 7) & ~(<uint64_t>7)
+    if h.used + need > seg.ctl.kernels_size - sizeof(fp_kreg_head):
+        return RuntimeError(f"{k.what}: no room for its record in this pool's segment "
+                            f"({FP_KREG_BYTES} bytes of kernel records are used up)")
+    rec = _kreg_rec(h, h.used)
+    rec.index = k.index
+    rec.size = <uint32_t>need
+    rec.spec_len = <uint32_t>len(data)
+    rec.err_state = 0
+    memcpy(<char *>rec + sizeof(fp_kreg_rec), <const char *>data, len(data))
+    h.used += <uint32_t>need
+    h.published[k.index] = 1
+    # release: a worker that sees the count sees the record (the push of the
+    # task's cell, a release too, comes after).
+    fp_store_u32_release(&h.count, h.count + 1)
+    return None
+
+cdef object fp_kreg_missing_error(Segment seg, int32_t index):
+    """The error of a task whose kernel a worker process could not load
+    (R_NO_KERNEL), with the reason that worker wrote, if any."""
+    cdef fp_kreg_head *h = _kreg(seg)
+    cdef fp_kreg_rec *rec
+    cdef uint32_t i, offset = 0
+    reason = None
+    if h != NULL:
+        for i in range(fp_load_u32_acquire(&h.count)):
+            rec = _kreg_rec(h, offset)
+            if rec.index == index and fp_load_u32_acquire(&rec.err_state) == 2:
+                reason = rec.err[:FP_KREG_ERR].split(b"\0", 1)[0].decode("utf-8", "replace")
+                break
+            offset += rec.size
+    what = _kernel_at(index).what
+    return RuntimeError(f"{what}: a worker process could not load it"
+                        + (f" ({reason})" if reason else ""))
+
+
+cdef class KernelMap:
+    """A worker process's map from its owner's kernel indexes to its own
+    table (fp_kmap), filled from the segment's kernel records on demand."""
+
+    def __cinit__(self, Segment seg):
+        cdef int32_t i
+        self.seg = seg
+        self.specs = {}
+        self.kernels = {}
+        self.m.loader = <void *>self
+        for i in range(fp_n_builtins):
+            self.m.entries[i] = &fp_kernels[i]
+
+    cdef const fp_kernel *load(self, int32_t index) noexcept:
+        # With the GIL, from a worker's loop: never raises.
+        cdef Kernel k
+        try:
+            self._read_records()
+            found = self.specs.get(index)
+            if found is None:
+                self.m.entries[index] = &fp_kernel_missing   # its owner sent no record
+            else:
+                try:
+                    k = _kernel_from_spec(found[1])
+                except Exception as e:
+                    self._failed(found[0], f"{type(e).__name__}: {e}")
+                    self.m.entries[index] = &fp_kernel_missing
+                else:
+                    self.kernels[index] = k
+                    self.m.entries[index] = k.entry
+        except BaseException:
+            self.m.entries[index] = &fp_kernel_missing
+        return self.m.entries[index]
+
+    def _read_records(self):
+        cdef fp_kreg_head *h = _kreg(self.seg)
+        cdef fp_kreg_rec *rec
+        cdef uint32_t n
+        if h == NULL:
+            return
+        n = fp_load_u32_acquire(&h.count)
+        while self.seen < n:
+            rec = _kreg_rec(h, self.offset)
+            data = (<char *>rec + sizeof(fp_kreg_rec))[:rec.spec_len]
+            fields = tuple([os.fsdecode(f) for f in data.split(b"\0")])[:data.count(b"\0")]
+            self.specs[rec.index] = (self.offset, fields)
+            self.offset += rec.size
+            self.seen += 1
+
+    def _failed(self, uint32_t offset, str reason):
+        # The first worker to fail writes why; the owner reads it once it
+        # has this worker's R_NO_KERNEL (whose push orders the text before it).
+        cdef fp_kreg_rec *rec = _kreg_rec(_kreg(self.seg), offset)
+        cdef bytes text = reason.encode("utf-8", "replace")[:FP_KREG_ERR - 1]
+        if fp_xchg_u32_seq_cst(&rec.err_state, 1) == 0:
+            memcpy(rec.err, <const char *>text, len(text))
+            rec.err[len(text)] = 0
+            fp_store_u32_release(&rec.err_state, 2)
+
+cdef Kernel _kernel_from_spec(tuple fields):
+    cdef Kernel k
+    if fields[0] == "lib" and len(fields) == 4:
+        from fastpool.kernels import cfunc
+        k = cfunc((fields[1], fields[2]), fields[3])
+    elif fields[0] == "module" and len(fields) == 4:
+        k = _kernel_from_module(fields[1], fields[2])
+    else:
+        raise ValueError(f"unknown kernel record {fields!r}")
+    if k.signature != fields[3]:
+        raise ValueError(f"the {k.what} here has signature {k.signature}, its owner's {fields[3]}")
+    return k
 
 
 # ------------------------------------------------------------ the kernel table
 
+cdef bint fp_kernel_quick(uint32_t kind) noexcept nogil:
+    """The kernel `kind` names is a built-in whose scalars take nanoseconds
+    (the same in every process: built-ins have the same indexes)."""
+    cdef uint32_t i = (kind >> K_KERNEL_SHIFT) & (FP_MAX_KERNELS - 1)
+    return i < <uint32_t>fp_n_builtins and fp_kernels[i].quick
+
+cdef const fp_kernel *_kmap_load(fp_kmap *m, int32_t index) noexcept with gil:
+    return (<KernelMap>m.loader).load(index)
+
+cdef inline const fp_kernel *_entry_of(uint32_t kind, fp_kmap *m) noexcept nogil:
+    cdef uint32_t i = (kind >> K_KERNEL_SHIFT) & (FP_MAX_KERNELS - 1)
+    cdef const fp_kernel *e
+    if m == NULL:
+        return &fp_kernels[i]
+    e = m.entries[i]
+    if e == NULL:
+        e = _kmap_load(m, <int32_t>i)
+    return e
+
 cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs,
-                       const fp_word *operands) noexcept nogil:
+                       const fp_word *operands, fp_kmap *kmap) noexcept nogil:
     """Run a task cell with the native kernel it names, without the GIL.
 
     The one place where task kinds meet kernels: the worker loop knows none
     of them.  `jobs` holds the array and batch jobs of the pool's owner (NULL
     in another process, where such tasks are never sent); `operands` the
-    segment's operand words, one per task slot.
+    segment's operand words, one per task slot; `kmap` a worker process's
+    map of its owner's kernel indexes (NULL: the owner's own threads).
     """
     cdef fp_job *job
+    cdef const fp_kernel *e
     cdef uint32_t base = c.kind & K_BASE_MASK
     if base == K_SCALAR:
-        fp_scalar_run(&fp_kernels[c.kind >> K_KERNEL_SHIFT], c, &operands[c.slot], r)
+        e = _entry_of(c.kind, kmap)
+        if e == &fp_kernel_missing:
+            r.kind = R_NO_KERNEL
+            r.a.i = (c.kind >> K_KERNEL_SHIFT) & (FP_MAX_KERNELS - 1)
+            return KR_DONE
+        fp_scalar_run(e, c, &operands[c.slot], r)
         return KR_DONE
     if base == K_ARRAY and jobs != NULL:
         job = fp_job_at(jobs, c.slot)
-        fp_kernels[c.kind >> K_KERNEL_SHIFT].array(job, c.a.i, c.b.i)
+        e = _entry_of(c.kind, NULL)
+        e.array(e, job, c.a.i, c.b.i)
         # acq_rel: the last chunk's worker sees every other chunk's writes.
         if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
             return KR_PARTIAL

@@ -3,6 +3,8 @@
 from cpython.object cimport PyObject
 from libc.stdint cimport uint8_t, uint32_t, int64_t
 
+cdef struct fp_kernel         # the kernel table's entry (_kernels.pxd)
+
 ctypedef union fp_map_val:
     int64_t i            # an int result (of int64 operands) that fits 64 bits
     double d             # a float result
@@ -18,8 +20,8 @@ ctypedef struct fp_map_job:
     uint32_t *state      # per chunk: C_FREE, C_ENCODED, C_DECODED
     fp_map_val *vals     # per item
     uint8_t *tags        # per item: M_INT, M_FLOAT or M_LATER
-    # the kernel's part: compute chunk k's items (its entry's map_chunk)
-    void (*encode)(fp_map_job *j, int64_t k) noexcept nogil
+    # the kernel: its entry's map_chunk computes chunk k's items
+    const fp_kernel *kernel
 
 cdef enum:
     M_LATER = 0          # kernel(item) when the consumer reaches it

@@ -57,10 +57,12 @@ cdef enum:
     MAP_PREFETCH = 16      # items the encoder reads ahead
 
 
-cdef inline void fp_map_encode(fp_map_job *j, int64_t k, int nops, fp_scalar_fn scalar) noexcept nogil:
+cdef inline void fp_map_encode(const fp_kernel *e, fp_map_job *j, int64_t k, int nops,
+                               fp_scalar_fn scalar) noexcept nogil:
     """Chunk k of a map job: compute each plain item with `scalar`, tag
     everything else for later.  Each kernel's map_chunk calls this with its
-    own arity and scalar function, constants the compiler inlines."""
+    entry, its arity and its scalar function (constants the compiler
+    inlines, for a built-in)."""
     cdef int64_t i, lo = k * MAP_CHUNK, hi = min(lo + MAP_CHUNK, j.n)
     cdef PyObject *objs[FP_MAX_OPERANDS]
     cdef fp_word ops[FP_MAX_OPERANDS]
@@ -86,12 +88,13 @@ cdef inline void fp_map_encode(fp_map_job *j, int64_t k, int nops, fp_scalar_fn 
                     floats |= 1u << m
             else:
                 res[1].i = 0
-                if scalar(floats, ops, res) == R_FLOAT:
+                if scalar(e, floats, ops, res) == R_FLOAT:
                     j.vals[i].d = res[0].d
                     tag = M_FLOAT
                 elif res[1].i == (res[0].i >> 63):
                     j.vals[i].i = res[0].i
-                    tag = M_INT     # else the exact result needs Python's ints
+                    tag = M_INT     # else the exact result needs Python's ints (or
+                                    # the kernel does not take these operands)
         j.tags[i] = tag
 
 cdef inline int64_t _claim(fp_map_job *j) noexcept nogil:
@@ -118,7 +121,7 @@ cdef void fp_map_help(fp_map_job *j) noexcept nogil:
     """A worker's share of a job: chunks until none is left."""
     cdef int64_t k = _claim(j)
     while k < j.nchunks:
-        j.encode(j, k)
+        j.kernel.map_chunk(j.kernel, j, k)
         # Release: whoever sees C_ENCODED sees the chunk's results and tags.
         fp_store_u32_release(&j.state[k], C_ENCODED)
         fp_add_u32_seq_cst(&j.progress, 1)
@@ -143,7 +146,7 @@ cdef class MapJob:
         self.job.tags = <uint8_t *>(self.mem + state_bytes + n * sizeof(fp_map_val))
         self.job.n = n
         self.job.nchunks = nchunks
-        self.job.encode = kernel.entry.map_chunk
+        self.job.kernel = kernel.entry
 
     def __dealloc__(self):
         self.release()
@@ -170,7 +173,7 @@ cdef class MapJob:
             else:
                 k = _claim(j)
                 if k < j.nchunks:
-                    j.encode(j, k)
+                    j.kernel.map_chunk(j.kernel, j, k)
                     j.state[k] = C_ENCODED
                 else:
                     # Every chunk is claimed and `dec` is not ready: decode

@@ -19,10 +19,11 @@ ctypedef struct fp_ctl:
     uint32_t block_size      # bytes per payload block
     int32_t owner_pid        # the process that made the segment (workers watch it)
     uint32_t n_blocks        # payload blocks: one per Python task in the rings
-    uint32_t _pad0a
+    uint32_t kernels_size    # bytes of kernel records
     uint64_t wstats          # offset of the workers' stats blocks (fp_worker_stats)
     uint64_t stamps          # offset of the admission stamps, one per task slot (_stats.pyx)
-    uint8_t _pad0[32]
+    uint64_t kernels         # offset of the kernel records (0: none; see _kernels.pxd)
+    uint8_t _pad0[24]
     uint32_t work_seq        # futex word idle workers sleep on
     uint32_t sleepers        # workers parked, or about to park
     uint32_t spinners        # workers awake and looking for work
@@ -54,7 +55,7 @@ ctypedef struct fp_worker_rec:
 
 cdef enum:
     FP_MAGIC = 0x46504f4f    # "FPOO"
-    FP_LAYOUT_VERSION = 5
+    FP_LAYOUT_VERSION = 6
     FP_RUNNING = 0
     FP_CLOSING = 1           # accept nothing new; finish what was accepted
     FP_TERMINATING = 2       # accept nothing new; start nothing new

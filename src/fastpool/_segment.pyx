@@ -1,11 +1,14 @@
 # The shared segment (see _segment.pxd for its layout).
 #
 #   fp_ctl | fp_worker_rec x n | fp_worker_stats x n | task ring | result ring
-#          | operand words | admission stamps | payload blocks
+#          | operand words | admission stamps | kernel records (named segments)
+#          | payload blocks
 #
 # The operand words are one per task slot (task_cap of them): a scalar task
 # whose kernel takes a third operand carries it there, written before its
 # cell is pushed (the push's release orders it for the worker that pops it).
+# The kernel records tell worker processes how to load the kernels that are
+# not built-ins (_kernels.pyx, fp_kreg_publish).
 #
 # The admission stamps are one per task slot too (_stats.pyx).
 #
@@ -37,7 +40,9 @@ cdef class Segment:
         cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
         cdef size_t operands_off = result_off + fp_ring_bytes(result_cap)
         cdef size_t stamps_off = (operands_off + task_cap * sizeof(fp_word) + 63) & ~(<size_t>63)
-        cdef size_t payload_off = stamps_off + task_cap * sizeof(uint64_t)
+        cdef size_t kernels_off = stamps_off + task_cap * sizeof(uint64_t)
+        cdef size_t kernels_size = FP_KREG_BYTES if named or n_blocks else 0
+        cdef size_t payload_off = kernels_off + kernels_size
         cdef size_t size = payload_off
         cdef uint32_t i
         if n_blocks:
@@ -72,6 +77,8 @@ cdef class Segment:
         seg.ctl.result_ring = result_off
         seg.ctl.payload = payload_off if n_blocks else 0
         seg.ctl.operands = operands_off
+        seg.ctl.kernels = kernels_off if kernels_size else 0
+        seg.ctl.kernels_size = kernels_size
         seg.ctl.block_size = block_size if n_blocks else 0
         seg.ctl.n_blocks = n_blocks
         seg.ctl.owner_pid = os.getpid()
@@ -128,6 +135,8 @@ cdef class Segment:
             raise ValueError(f"{self.name!r}: its header does not fit its size")
         if c.operands < c.result_ring + sizeof(fp_ring) or c.operands > c.size:
             raise ValueError(f"{self.name!r}: its operand words do not fit its size")
+        if c.kernels and (c.kernels < c.operands or c.kernels + c.kernels_size > c.size):
+            raise ValueError(f"{self.name!r}: its kernel records do not fit its size")
         if c.payload and c.payload + <uint64_t>c.n_blocks * c.block_size > c.size:
             raise ValueError(f"{self.name!r}: its payload blocks do not fit its size")
 

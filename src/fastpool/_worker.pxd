@@ -27,6 +27,7 @@ ctypedef struct fp_worker:
     const uint64_t *stamps      # the segment's admission stamps (_stats.pyx)
     fp_job **job_pages          # the owner's array jobs; NULL in another process
     const fp_word *operands     # the segment's operand words (see _segment.pyx)
+    fp_kmap *kmap               # a worker process: its owner's kernel indexes (NULL: a thread)
     int idx
     bint track                  # a worker process: record every ring claim (see _ring.pyx)
     uint64_t tasks_left         # leave after this many tasks (0: never)

@@ -16,8 +16,9 @@ cdef bint fp_ring_has_work(void *r) noexcept nogil:
 
 cdef inline bint _short_kind(uint32_t kind) noexcept nogil:
     # Kinds that finish in nanoseconds: a worker running them stays counted
-    # as looking for work, so a flood of them never triggers a wake-up.
-    return (kind & K_BASE_MASK) == K_SCALAR or kind == K_FAIL
+    # as looking for work, so a flood of them never triggers a wake-up.  (A
+    # scalar of a user's kernel may take any time.)
+    return ((kind & K_BASE_MASK) == K_SCALAR and fp_kernel_quick(kind)) or kind == K_FAIL
 
 cdef inline void _spin_start(fp_worker *w) noexcept nogil:
     # The note first, the count after (see _freelist.pyx: a death between
@@ -111,7 +112,7 @@ cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
     fp_task_begin(&tm, w.ctl, w.tasks, w.stats, w.stamps, c.slot)
     r.slot = c.slot
     r.b.i = 0
-    rc = fp_kernel_run(c, &r, w.job_pages, w.operands)
+    rc = fp_kernel_run(c, &r, w.job_pages, w.operands, w.kmap)
     if rc == KR_PARTIAL:
         fp_task_end(&tm, w.ctl, w.stats, c.kind)
         fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
@@ -190,11 +191,13 @@ def run_worker_process(Segment seg, int idx, runner, uint64_t max_tasks=0):
     cdef int rc
     if seg.ctl == NULL or not 0 <= idx < <int>seg.ctl.n_workers:
         raise ValueError(f"no worker {idx} in this segment")
+    cdef KernelMap kmap = KernelMap(seg)
     memset(&w, 0, sizeof(w))
     w.ctl = seg.ctl
     w.tasks = seg.tasks
     w.results = seg.results
     w.operands = seg.operands
+    w.kmap = &kmap.m
     w.rec = &seg.workers[idx]
     w.stats = &seg.wstats[idx]
     w.stamps = seg.stamps
