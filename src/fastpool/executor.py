@@ -119,13 +119,12 @@ class _PoolExecutor(Executor):
     def _broken(self) -> str | bool:
         return self._pool._broken
 
-    def _broken_error(self, why: str) -> Exception:
-        raise NotImplementedError
+    # Each executor says which BrokenExecutor it raises: `_broken_error(why)`.
 
     def _submit(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> PoolFuture:
         pool = self._pool
         if pool._broken:
-            raise self._broken_error(pool._broken)
+            raise self._broken_error(pool._broken)   # type: ignore[attr-defined]
         if self._shutdown:
             raise RuntimeError(_AFTER_SHUTDOWN)
         if _stdlib_thread._shutdown:
