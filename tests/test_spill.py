@@ -399,15 +399,25 @@ def test_a_worker_killed_after_writing_a_result_in_a_kept_segment(proc_pool):
     assert kept(prefix) == set()
 
 
+@pytest.mark.timeout(240)      # hundreds of replacements: seconds on a quiet machine
 def test_workers_killed_at_random_mid_transfer(proc_pool):
     pool = proc_pool(2, echo, ring_size=8)
     prefix = pool._spill_prefix
     blobs = [bytes([i]) * (200_000 + 4096 * i) for i in range(16)]
     stop = threading.Event()
     rng = random.Random(7)
+    completed = [0]
 
     def killer():
+        seen = -1
         while not stop.wait(rng.uniform(0.005, 0.03)):
+            # Kill again only once something completed since the last kill:
+            # on a busy machine a replacement can take longer to start than
+            # the pause, and killing each one before it takes a task would
+            # stop all progress (the pool's, not a defect of it).
+            if completed[0] == seen:
+                continue
+            seen = completed[0]
             pids = []
             for p in list(pool._workers):
                 try:
@@ -425,6 +435,8 @@ def test_workers_killed_at_random_mid_transfer(proc_pool):
     k.start()
     try:
         futs = [pool.run(blobs[i % 16]) for i in range(400)]
+        for f in futs:
+            f.add_done_callback(lambda _: completed.__setitem__(0, completed[0] + 1))
         outcomes = [f.exception(timeout=120) or f.result(timeout=0) for f in futs]
     finally:
         stop.set()
