@@ -41,7 +41,7 @@ RUNNER = Path(__file__).with_name("_cpython_suite_runner.py")
 RUN_SECONDS = 240      # one run of the selected classes takes about 35 s
 MIN_STDLIB_PASSES = 40  # 44 tests in 3.11's thread-pool classes; fewer means a broken fetch
 START_METHODS = ("fork", "forkserver", "spawn")   # one run each, side by side
-PROCESS_RUN_SECONDS = 240       # the three runs take about 45 s (the wait tests most of it)
+PROCESS_RUN_SECONDS = 480       # the runs take about 2 min on a quiet machine, 4 on a loaded one
 MIN_STDLIB_PROCESS_PASSES = 150  # 168 tests pass in 3.11's process-pool classes
 
 # Process-pool tests that may fail on fastpool although they pass on the
