@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 
 import fastpool
-from _support import Snapshot
+from _support import Gate, Snapshot
 
 NUM_THREADS = (1, 2, 4)
 RING_SIZES = (2, 1024)
@@ -87,3 +87,16 @@ def pool_factory(make_pool, num_threads, ring_size):
 @pytest.fixture
 def pool(pool_factory):
     return pool_factory()
+
+
+@pytest.fixture(params=("thread", "process"))
+def kind(request):
+    """Each worker kind: a behaviour written once runs on both."""
+    return request.param
+
+
+@pytest.fixture
+def gate():
+    """A Gate (see _support), opened when the test ends."""
+    with Gate() as g:
+        yield g

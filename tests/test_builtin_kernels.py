@@ -20,7 +20,6 @@ import fastpool
 from fastpool import kernels
 from _support import WAIT, Recorder, assert_same_number, assert_same_outcome, outcome
 
-KINDS = ("thread", "process")
 NAMES = ("add", "mul", "fma")
 OPS = {"add": operator.add, "mul": operator.mul, "fma": lambda a, b, c: a * b + c}
 ARITY = {"add": 2, "mul": 2, "fma": 3}
@@ -33,11 +32,6 @@ def kernel(name):
 
 @pytest.fixture(params=NAMES)
 def name(request):
-    return request.param
-
-
-@pytest.fixture(params=KINDS)
-def kind(request):
     return request.param
 
 

@@ -34,7 +34,6 @@ import fastpool
 from fastpool import kernels
 from _support import WAIT, Recorder, assert_same_number, outcome
 
-KINDS = ("thread", "process")
 PATHS = ("direct", "run_task", "run", "submit", "map")
 I64_MIN, I64_MAX = -(2**63), 2**63 - 1
 
@@ -147,11 +146,6 @@ def assert_outcome(name, got, expected):
 
 @pytest.fixture(params=list(FUNCS))
 def name(request):
-    return request.param
-
-
-@pytest.fixture(params=KINDS)
-def kind(request):
     return request.param
 
 
@@ -398,7 +392,6 @@ def test_executor_map_and_submit_take_a_cfunc_kernel(clib):
     with fastpool.ProcessPoolExecutor(1) as ex:
         assert ex.submit(k, (9, 4)).result(timeout=WAIT) == 5
         assert list(ex.map(k, items[:50])) == [-i for i in range(50)]
-
 
 
 def test_native_map_raises_at_an_item_a_typed_kernel_does_not_take(make_pool, clib):

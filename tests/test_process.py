@@ -5,7 +5,6 @@ methods, and dying with their owner."""
 from __future__ import annotations
 
 import contextvars
-import ctypes
 import enum
 import math
 import os
@@ -14,7 +13,6 @@ import random
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
@@ -24,18 +22,11 @@ import fastpool
 from fastpool import WorkerExitedError, WorkerPool
 from _support import WAIT, Gate, Recorder, child_processes, shm_entries
 
-KINDS = ("thread", "process")
-
 
 from _tasks import (Counter, FailsToUnpickle, Unpicklable, big_bytes, crash, double, echo, fail, pid_of,
                     typed, unpicklable_result, wait_at_gate)
 
 var = contextvars.ContextVar("var", default="unset")
-
-
-@pytest.fixture(params=KINDS)
-def kind(request):
-    return request.param
 
 
 @pytest.fixture

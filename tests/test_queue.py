@@ -13,19 +13,6 @@ from fastpool import PoolClosedError, QueueFullError
 from _support import WAIT, Gate, Recorder
 from _tasks import echo, gated, slow_echo
 
-KINDS = ("thread", "process")
-
-
-@pytest.fixture(params=KINDS)
-def kind(request):
-    return request.param
-
-
-@pytest.fixture
-def gate():
-    with Gate() as g:
-        yield g
-
 
 @pytest.fixture
 def pool_of(make_pool, kind, gate):

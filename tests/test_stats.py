@@ -16,21 +16,8 @@ import uuid
 import pytest
 
 import fastpool
-from _support import WAIT, Gate, Recorder
+from _support import WAIT, Recorder
 from _tasks import echo, fail_odd, gated
-
-KINDS = ("thread", "process")
-
-
-@pytest.fixture(params=KINDS)
-def kind(request):
-    return request.param
-
-
-@pytest.fixture
-def gate():
-    with Gate() as g:
-        yield g
 
 
 @pytest.fixture

@@ -335,6 +335,15 @@ class _Runner:
         self.kernel_op = _core.kernel_py_op
         self.ok, self.failed = _core.RESULT_PAYLOAD, _core.RESULT_PAYLOAD_ERR
 
+    def _function(self, ref: bytes) -> Any:
+        # A FunctionRefs reference: unpickled once, then kept (up to MAX).
+        fn = self.functions.get(ref)
+        if fn is None:
+            fn = self.loads(ref)
+            if len(self.functions) < FunctionRefs.MAX:
+                self.functions[ref] = fn
+        return fn
+
     def __call__(self, slot: int, kind: int) -> int:
         # `slot`: the task's payload block.
         area = self.area
@@ -358,11 +367,7 @@ class _Runner:
                 fn, args, kwargs = task
                 task = None
                 if type(fn) is bytes:
-                    ref, fn = fn, self.functions.get(fn)
-                    if fn is None:
-                        fn = self.loads(ref)
-                        if len(self.functions) < FunctionRefs.MAX:
-                            self.functions[ref] = fn
+                    fn = self._function(fn)
                 result = fn(*args, **kwargs)
             elif kind == proc:
                 result = self.processor(task)
@@ -413,11 +418,7 @@ class _Runner:
                 fn, args, kwargs = task
                 task = None
                 if type(fn) is bytes:
-                    ref, fn = fn, self.functions.get(fn)
-                    if fn is None:
-                        fn = self.loads(ref)
-                        if len(self.functions) < FunctionRefs.MAX:
-                            self.functions[ref] = fn
+                    fn = self._function(fn)
                 result = fn(*args, **kwargs)
                 fn = args = kwargs = None
             elif kind == proc:
