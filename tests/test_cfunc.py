@@ -71,6 +71,7 @@ double hold(double a, double b) {
 
 int started(void) { return __atomic_load_n(&started_count, __ATOMIC_SEQ_CST); }
 void release(void) { __atomic_store_n(&go, 1, __ATOMIC_SEQ_CST); }
+void reset(void) { started_count = 0; go = 0; }
 """
 
 
@@ -549,6 +550,7 @@ def test_a_slow_c_function_runs_while_the_callers_python_code_does(make_pool, cl
     # Python code of its own, releases them: only possible if neither holds
     # the GIL, and if they run at once.
     lib = ctypes.CDLL(clib)
+    lib.reset()
     hold = kernels.cfunc((clib, "hold"), "f8(f8,f8)")
     pool = make_pool(2, hold)
     futs = [pool.run((1.0, 2.0)), pool.submit(hold, (3.0, 4.0))]
