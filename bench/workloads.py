@@ -726,7 +726,16 @@ class Mandelbrot(Workload):
         assert self.np.array_equal(result, self.expected), "escape counts differ from the kernel's"
 
 
-CFUNC_ADD_SOURCE = "double fastpool_bench_add(double a, double b) { return a + b; }\n"
+CFUNC_ADD_SOURCE = """\
+#include <stdint.h>
+double fastpool_bench_add(double a, double b) { return a + b; }
+void fastpool_bench_add_loop(char **args, int64_t n, void *data) {
+    const double *a = (const double *)args[0], *b = (const double *)args[1];
+    double *out = (double *)args[2];
+    for (int64_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+"""
 
 
 def _c_compiler() -> str | None:
@@ -740,8 +749,9 @@ def _c_compiler() -> str | None:
 class CfuncArrays(_ArrayAdd):
     """A C function of one element as a kernel (kernels.cfunc, "f8(f8,f8)",
     called once per element) against the built-in add, adding the same
-    arrays in the same pool.  The function is compiled here with the
-    system's C compiler."""
+    arrays in the same pool; and the same add as a C loop over a chunk
+    (cfunc(..., loop=True), called once per chunk).  Both are compiled here
+    with the system's C compiler."""
 
     number = "5d"
     key = "cfunc-arrays"
@@ -757,7 +767,7 @@ class CfuncArrays(_ArrayAdd):
         super().__init__(scale)
         self.make_arrays(self.scaled(2 ** 24, 1024))
         self.title = f"cfunc f8(f8,f8) add vs the built-in add: {self.n:,} float64, out given"
-        self.kernel = None
+        self.kernel = self.loop_kernel = None
 
     def prepare(self, name: str) -> None:
         super().prepare(name)
@@ -770,6 +780,7 @@ class CfuncArrays(_ArrayAdd):
                 f.write(CFUNC_ADD_SOURCE)
             subprocess.run([_c_compiler(), "-O2", "-shared", "-fPIC", "-o", lib, src], check=True)
             self.kernel = kernels.cfunc((lib, "fastpool_bench_add"), "f8(f8,f8)")
+            self.loop_kernel = kernels.cfunc((lib, "fastpool_bench_add_loop"), "f8(f8,f8)", loop=True)
 
     @contender("cfunc add", pool="fastpool")
     def cfunc_add(self) -> Any:
@@ -778,6 +789,10 @@ class CfuncArrays(_ArrayAdd):
     @contender("built-in add", pool="fastpool")
     def builtin_add(self) -> Any:
         return self.pool_of("built-in add").run(self.task("built-in add")).result()
+
+    @contender("cfunc loop add", pool="fastpool")
+    def cfunc_loop_add(self) -> Any:
+        return self.pool_of("cfunc loop add").submit(self.loop_kernel, self.task("cfunc loop add")).result()
 
 
 # ------------------------------------------------- whole-process workloads

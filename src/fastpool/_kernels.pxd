@@ -116,8 +116,8 @@ cdef class Kernel:
     cdef str what                  # "<name> kernel", how errors begin
     # How another process gets the same kernel (see fp_kreg_publish): None
     # for a built-in (the same index everywhere), a tuple of str fields
-    # ("lib", path, symbol, signature) or ("module", module, name), or a
-    # str saying why it cannot.
+    # ("lib" or "libloop", path, symbol, signature) or ("module", module,
+    # name, signature), or a str saying why it cannot.
     cdef object spec
     cdef object keep               # what the entry's data needs alive (a library, a ctypes object)
 

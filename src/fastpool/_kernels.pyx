@@ -578,6 +578,9 @@ cdef class Kernel:
         if spec[0] == "lib":
             from fastpool.kernels import cfunc
             return (cfunc, ((spec[1], spec[2]), spec[3]))
+        if spec[0] == "libloop":
+            from fastpool._cfunc import cfunc_loop
+            return (cfunc_loop, ((spec[1], spec[2]), spec[3]))
         return (_kernel_from_module, (spec[1], spec[2]))
 
     def __call__(self, task):
@@ -854,9 +857,9 @@ cdef class KernelMap:
 
 cdef Kernel _kernel_from_spec(tuple fields):
     cdef Kernel k
-    if fields[0] == "lib" and len(fields) == 4:
+    if fields[0] in ("lib", "libloop") and len(fields) == 4:
         from fastpool.kernels import cfunc
-        k = cfunc((fields[1], fields[2]), fields[3])
+        k = cfunc((fields[1], fields[2]), fields[3], loop=fields[0] == "libloop")
     elif fields[0] == "module" and len(fields) == 4:
         k = _kernel_from_module(fields[1], fields[2])
     else:

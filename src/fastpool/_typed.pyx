@@ -172,13 +172,18 @@ cdef Kernel _register_typed(str name, str signature, fp_loop_fn loop, void *data
     return fp_register_kernel(name, len(operands), fp_typed_scalar, fp_typed_array, fp_typed_map,
                               None, signature, False, loop, data, by_name)
 
-def _cfunc_kernel(str name, str signature, size_t address, spec, keep):
-    """A kernel calling the C function at `address` once per element
-    (fastpool.kernels.cfunc checks the function and makes `spec`, how
-    another process gets it; `keep` is what the address needs alive)."""
+def _cfunc_kernel(str name, str signature, size_t address, spec, keep, bint loop=False):
+    """A kernel calling the C function at `address` once per element, or,
+    with `loop`, the loop at `address` once per chunk (fastpool.kernels.cfunc
+    checks the function and makes `spec`, how another process gets it;
+    `keep` is what the address needs alive)."""
     if address == 0:
         raise ValueError("cfunc: the function's address is NULL")
-    cdef Kernel k = _register_typed(name, signature, NULL, <void *>address, True, False)
+    cdef Kernel k
+    if loop:
+        k = _register_typed(name, signature, <fp_loop_fn>address, NULL, False, False)
+    else:
+        k = _register_typed(name, signature, NULL, <void *>address, True, False)
     k.spec = spec
     k.keep = keep
     return k

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Kernel", "add", "mul", "fma", "mandelbrot", "MANDELBROT_LIMIT", "cfunc"]
 
 
-def cfunc(fn: Any, signature: str) -> Kernel:
+def cfunc(fn: Any, signature: str, *, loop: bool = False) -> Kernel:
     """A native kernel that calls the C function `fn` once per element.
 
     `fn`: an int address, a ctypes function pointer, a numba ``@cfunc``
@@ -43,10 +43,17 @@ def cfunc(fn: Any, signature: str) -> Kernel:
     Tasks have the built-in kernels' forms: a mapping with keys "a", "b"
     (and "c"), a tuple, or equal-shape arrays with an optional "out".
 
+    `loop=True`: `fn` is a loop over a chunk of elements instead, called
+    once per chunk, as a numpy inner loop: ``void fn(char **args, int64_t n,
+    void *data)`` reads n operands at args[0], args[1] (and args[2]) and
+    writes n results at args[nops], each 8 bytes (data is NULL).  A loop the
+    compiler vectorizes costs what a built-in kernel does; one call per
+    element costs about a nanosecond more per element.
+
     The same function and signature give the same kernel.  Each distinct
     one takes an entry of the kernel table (256, built-ins included) for
     the life of the process.
     """
     from fastpool._cfunc import cfunc as make     # ctypes and the checks: on first use
 
-    return make(fn, signature)
+    return make(fn, signature, loop=loop)
