@@ -361,11 +361,13 @@ def test_a_thousand_crashes_leave_nothing_behind(make_pool):
         if i % 100 == 99:
             samples.append(usage())
     assert pool.run("ok").result(timeout=WAIT) == "ok"
-    # A replacement may be starting at any sample (its sentinel and pipe
-    # open): a few fds and one process of slack, no growth beyond.
+    # A replacement (or two) may be starting at any sample, its sentinel
+    # and pipes open: a transient, in some samples only.  A leak, even of
+    # one fd per hundred crashes, is in every sample after it, so the
+    # quietest of the last three still shows it.  Children: one of slack.
     first_fds = max(s[0] for s in samples[:2])
     first_children = max(s[1] for s in samples[:2])
-    assert max(s[0] for s in samples[2:]) <= first_fds + 4, samples
+    assert min(s[0] for s in samples[-3:]) <= first_fds + 2, samples
     assert max(s[1] for s in samples[2:]) <= first_children + 1, samples
     assert samples[-1][2] - samples[1][2] < 16 << 20, samples
 
