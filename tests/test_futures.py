@@ -55,6 +55,41 @@ def test_run_future_done_callbacks_are_called(pool):
     assert seen == [5]
 
 
+@pytest.mark.parametrize("wait_too", [False, True])
+def test_done_callbacks_racing_completions_each_run_once(make_pool, kind, wait_too):
+    # Callbacks added while the dispatcher completes the same futures: each
+    # runs exactly once, in the order added, on a done future; whether the
+    # future finished before or after it was added.  With wait_too, a
+    # waiter also gives some futures their Condition in the middle.
+    pool = make_pool(2, abs, workers=kind)
+    n = 3000
+    calls = [[] for _ in range(n)]
+    all_called = threading.Event()
+    remaining = [2 * n]
+    lock = threading.Lock()
+
+    def callback(i, which):
+        def done(fut):
+            assert fut.done()
+            calls[i].append((which, fut.result()))
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    all_called.set()
+        return done
+
+    futs = []
+    for i in range(n):
+        fut = pool.run(-i)
+        fut.add_done_callback(callback(i, 0))
+        if wait_too and i % 7 == 0 and futs:
+            futs[i // 2].result(timeout=WAIT)
+        fut.add_done_callback(callback(i, 1))
+        futs.append(fut)
+    wait_for(all_called, "every done callback")
+    assert calls == [[(0, i), (1, i)] for i in range(n)]
+
+
 def test_run_after_close_raises_pool_closed_error(pool):
     pool.close()
     with pytest.raises(fastpool.PoolClosedError):

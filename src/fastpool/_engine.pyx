@@ -1503,10 +1503,11 @@ from concurrent.futures._base import (PENDING as _PENDING, RUNNING as _RUNNING,
 cdef int _resolve(object fut, object err, object value) except -1:
     """Complete a future exactly once, respecting a cancel.
 
-    A PoolFuture whose Condition was never made has no waiter, no callback
-    and cannot have been cancelled (all of those make it), so it is completed
-    by plain stores, which nothing can interleave with while we hold the
-    GIL.  Otherwise the standard, locked path notifies everyone.
+    A PoolFuture whose Condition was never made has no waiter and cannot
+    have been cancelled (both make it), so it is completed by plain stores,
+    which nothing can interleave with while we hold the GIL; then the
+    done-callbacks added without a Condition (_add_done_callback) run.
+    Otherwise the standard, locked path notifies everyone.
     """
     cdef dict d = getattr(fut, "__dict__", None)
     if d is not None and "_cond" not in d and type(fut) is not Future:
@@ -1517,6 +1518,10 @@ cdef int _resolve(object fut, object err, object value) except -1:
             else:
                 d["_exception"] = err
             d["_state"] = _FINISHED
+            # Read after the state is FINISHED, with no allocation between:
+            # a callback added from now on sees it done and runs at once.
+            if d.get("_callbacks_list"):
+                fut._invoke_callbacks()
             return 0
     try:
         if fut._state == _CANCELLED:
@@ -1530,6 +1535,28 @@ cdef int _resolve(object fut, object err, object value) except -1:
         if fut._state == _CANCELLED:
             fut.set_running_or_notify_cancel()
     return 0
+
+def _add_done_callback(fut, fn):
+    """Future.add_done_callback for a PoolFuture without its Condition:
+    True if fn was added to the callbacks that _resolve runs, False if the
+    standard, locked path must do it (the future has a Condition, or is
+    done).  The check and the append are one step under the GIL: nothing
+    between them lets another thread in (dict look-ups on str keys, a store,
+    a list append: no allocation that could run the GC), so the dispatcher's
+    plain completion is either wholly before it or wholly after."""
+    cdef dict d = fut.__dict__
+    cdef list added = [fn]       # made first: making it may run the GC, which may switch threads
+    if "_cond" in d:
+        return False
+    state = d.get("_state", _PENDING)
+    if state is not _PENDING and state is not _RUNNING:
+        return False
+    callbacks = d.get("_callbacks_list")
+    if callbacks is None:
+        d["_callbacks_list"] = added
+    else:
+        (<list>callbacks).append(fn)
+    return True
 
 def _unreadable_result(exc):
     # As the stdlib's process pool, whose result handler breaks the pool:

@@ -14,6 +14,8 @@ from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from threading import Condition, local
 from time import monotonic
 
+from fastpool._core import _add_done_callback
+
 _DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 # `.pool` is the pool whose dispatch token this thread holds, while it
@@ -94,6 +96,12 @@ class PoolFuture(Future):
     @property
     def _done_callbacks(self) -> list:
         return self._lazy("_callbacks_list", list)
+
+    def add_done_callback(self, fn) -> None:
+        # Without a Condition: a callback costs a list append, not a
+        # Condition and a locked completion.
+        if not _add_done_callback(self, fn):
+            super().add_done_callback(fn)
 
     def done(self) -> bool:
         return self._state in _DONE
