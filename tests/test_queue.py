@@ -304,3 +304,49 @@ def test_executors_take_max_queue(executor, gate):
         ex.shutdown()
     with pytest.raises(ValueError, match="max_queue"):
         getattr(fastpool, executor)(1, max_queue=-2)
+
+
+@pytest.mark.parametrize("executor", [False, True])
+def test_map_on_a_full_pool_waits_for_room(pool_of, gate, kind, executor, request):
+    # Executor.map submits every item at the call: on a bounded pool it
+    # waits for room, item by item, instead of failing half way.
+    pool, running = busy_pool(pool_of, gate, max_queue=2)
+    queued = [pool.run(held(gate, "q0")), pool.run(held(gate, "q1"))]
+    if executor:
+        cls = fastpool.ThreadPoolExecutor if kind == "thread" else fastpool.ProcessPoolExecutor
+        ex = cls(2, max_queue=2)
+        request.addfinalizer(lambda: (gate.open(), ex.shutdown()))
+        ex.submit(gated, held(gate, "e0"))      # its workers held, its queue full
+        ex.submit(gated, held(gate, "e1"))
+        arrived(gate, 2)
+        ex.submit(gated, held(gate, "e2"))
+        ex.submit(gated, held(gate, "e3"))
+        target = ex
+    else:
+        target = pool
+    mapped = []
+
+    def consume():
+        try:
+            mapped.append(list(target.map(echo, range(20))))
+        except BaseException as e:
+            mapped.append(e)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    gate.open()
+    t.join(WAIT)
+    assert not t.is_alive()
+    assert mapped == [list(range(20))]
+    assert [f.result(timeout=WAIT) for f in running + queued] == ["r0", "r1", "q0", "q1"]
+
+
+def test_map_on_a_full_pool_times_out_as_a_whole(pool_of, gate):
+    pool, running = busy_pool(pool_of, gate, max_queue=1)
+    pool.run(held(gate, "q0"))
+    with pytest.raises(TimeoutError):
+        pool.map(echo, range(5), timeout=0.2)
+    gate.open()
+    assert [f.result(timeout=WAIT) for f in running] == ["r0", "r1"]
+    assert pool.wait_for_room(timeout=WAIT)
+    assert list(pool.map(echo, range(5))) == list(range(5))

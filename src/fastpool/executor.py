@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator
 from fastpool import kernels
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError
-from fastpool.pool import MAX_WORKERS, _PoolBase
+from fastpool.pool import MAX_WORKERS, _map_with_room, _PoolBase
 
 __all__ = ["ThreadPoolExecutor", "BrokenThreadPool", "ProcessPoolExecutor"]
 
@@ -133,6 +133,13 @@ class _PoolExecutor(Executor):
             return pool._submit_call(fn, args, kwargs)
         except PoolClosedError:
             raise RuntimeError(_AFTER_SHUTDOWN) from None
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            timeout: float | None = None, chunksize: int = 1) -> Iterator[Any]:
+        """Executor.map; with `max_queue`, each item waits for room."""
+        if self._pool.max_queue >= 0:
+            return _map_with_room(self._pool, self.submit, fn, iterables, timeout)
+        return super().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
 
     def wait_for_room(self, timeout: float | None = None) -> bool:
         """As WorkerPool.wait_for_room: True once one more future fits in

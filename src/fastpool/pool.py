@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 from fastpool import _future, kernels
 from fastpool._core import Core
 from fastpool._future import PoolFuture
-from fastpool.errors import PoolClosedError, WorkerExitedError
+from fastpool.errors import PoolClosedError, QueueFullError, WorkerExitedError
 from fastpool.workers import FunctionRefs, ProcessWorkers, ThreadWorkers
 
 TYPE_CHECKING = False   # typing costs milliseconds to import; annotations are strings
@@ -144,6 +144,46 @@ def _check_count(name: str, value: Any, most: int) -> int:
     if value > most:
         raise ValueError(f"{name} must be <= {most}, got {value}")
     return value
+
+
+def _map_with_room(pool: Any, submit: Callable[..., Any], fn: Callable[..., Any],
+                   iterables: tuple, timeout: float | None) -> Iterator[Any]:
+    """Executor.map on a pool with max_queue: every item is submitted at
+    the call, as there, each waiting for room in the queue; `timeout`
+    counts from the call, over the waits and the results alike."""
+    import time
+
+    end = None if timeout is None else time.monotonic() + timeout
+    futures: list = []
+    try:
+        for args in zip(*iterables):
+            while True:
+                try:
+                    futures.append(submit(fn, *args))
+                    break
+                except QueueFullError:
+                    left = None if end is None else max(0.0, end - time.monotonic())
+                    if not pool.wait_for_room(left):
+                        raise TimeoutError(f"map: no room in the queue within {timeout} s") from None
+    except BaseException:
+        for f in futures:
+            f.cancel()
+        raise
+
+    def results() -> Iterator[Any]:
+        try:
+            futures.reverse()
+            while futures:
+                f = futures.pop()
+                try:
+                    yield f.result(None if end is None else end - time.monotonic())
+                finally:
+                    f.cancel()      # after a timeout: as Executor.map, it is not wanted
+        finally:
+            for f in futures:
+                f.cancel()
+
+    return results()
 
 
 class _PoolBase(Core, Executor):
@@ -516,6 +556,8 @@ class _PoolBase(Core, Executor):
                 items = list(items)
             # As Executor.map: nothing to run, nothing refused.
             return self._map_kernel(fn, items, self._map_helpers() if items else 0)
+        if self.max_queue >= 0:
+            return _map_with_room(self, self.submit, fn, iterables, timeout)
         return super().map(fn, *iterables, timeout=timeout)
 
     def _map_helpers(self) -> int:
