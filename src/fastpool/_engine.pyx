@@ -596,6 +596,7 @@ cdef class Core:
         cdef int rc = 0
         cdef fp_cell c
         cdef fp_worker w
+        memset(&w, 0, sizeof(w))        # a thread: no claim tracking, no task limit
         w.ctl = self.ctl
         w.tasks = self.tasks
         w.results = self.results
