@@ -153,3 +153,19 @@ def describe(*args, **kwargs):
 def typed(*args, **kwargs):
     """The arguments as they arrived, each with its exact type."""
     return [(type(a), a) for a in args], {k: (type(v), v) for k, v in kwargs.items()}
+
+
+def worker_name(_=None):
+    """The name of the worker running this task: its process's in a worker
+    process, its thread's in a worker thread (the names "spawn" and "exit"
+    report)."""
+    import multiprocessing
+    import threading
+
+    proc = multiprocessing.current_process()
+    return threading.current_thread().name if proc.name == "MainProcess" else proc.name
+
+
+def worker_name_at_gate(name):
+    wait_at_gate(name)
+    return worker_name()

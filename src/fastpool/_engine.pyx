@@ -206,6 +206,22 @@ cdef class Core:
         self.operands = self.seg.operands
         self.state = FP_RUNNING
 
+    def _configure_elastic(self, uint32_t min_workers, uint64_t idle_ns):
+        """Workers beyond `min_workers` leave after `idle_ns` idle (0: never).
+        Before any worker starts: they read it once."""
+        self.ctl.min_workers = min_workers
+        self.ctl.idle_ns = idle_ns
+
+    def _add_live(self, int32_t n):
+        """The Python layer: `n` worker indexes taken (> 0) or given back
+        (< 0) by the owner; a worker gives its own back as it leaves idle."""
+        if self.ctl != NULL:
+            fp_add_u32_seq_cst(&self.ctl.live, <uint32_t>n)
+
+    def _live_workers(self):
+        """Workers started and not leaving idle (see _try_leave)."""
+        return 0 if self.ctl == NULL else fp_load_u32_seq_cst(&self.ctl.live)
+
     def _configure_queue(self, int64_t max_queue):
         """At most `max_queue` tasks wait for a worker (-1: no bound)."""
         self.max_queue = max_queue
@@ -278,8 +294,9 @@ cdef class Core:
             return results
         if self.state != FP_RUNNING:
             self._raise_closed()
-        if helpers > 0 and self.grow_on_submit and self.n_spawned < min(helpers, self.n_workers):
-            self._grow(helpers - self.n_spawned)     # threads start on demand
+        cdef int32_t live = fp_load_u32_relaxed(&self.ctl.live)
+        if helpers > 0 and self.grow_on_submit and live < min(helpers, self.n_workers):
+            self._grow(helpers - live)     # threads start on demand
         job = MapJob(n, kernel)
         if self.state != FP_RUNNING:    # starting threads let other threads in
             self._raise_closed()
@@ -289,6 +306,15 @@ cdef class Core:
         self._post_map_helpers(job, helpers)
         job.run()
         results.job = job
+        if (self.ctl != NULL and self.ctl.idle_ns and self._tasks_waiting()
+                and fp_load_u32_relaxed(&self.ctl.live) < <uint32_t>self.n_workers):
+            # A worker that left idle as the helpers' cells came may have
+            # missed them (see _try_leave): someone must take them, or
+            # their slot is never free.
+            try:
+                self._grow(1)
+            except Exception as e:
+                self._report_quietly(e)
         return results
 
     cdef int _post_map_helpers(self, MapJob job, int32_t helpers) except -1:
@@ -524,7 +550,8 @@ cdef class Core:
             self._push_task(c, &pos)
             self.slots.job(slot).pos = pos + 1
             fp_idle_wake(self.ctl)
-            if self.grow_on_submit and self.n_spawned < self.n_workers:
+            # After fp_idle_wake's fence: see _try_leave (_worker.pyx).
+            if self.grow_on_submit and fp_load_u32_relaxed(&self.ctl.live) < <uint32_t>self.n_workers:
                 self._grow(1)
             return 0
         # Array: `need` chunk cells over one job; the worker that finishes
@@ -539,7 +566,8 @@ cdef class Core:
             self._push_task(c, &pos)
         fp_add_u32_seq_cst(&self.ctl.work_seq, 1)
         fp_futex_wake(&self.ctl.work_seq, need)
-        if self.grow_on_submit and self.n_spawned < self.n_workers:
+        fp_fence_seq_cst()      # see _try_leave (_worker.pyx)
+        if self.grow_on_submit and fp_load_u32_relaxed(&self.ctl.live) < <uint32_t>self.n_workers:
             self._grow(need)
         return 0
 
@@ -596,6 +624,7 @@ cdef class Core:
         cdef int rc = 0
         cdef fp_cell c
         cdef fp_worker w
+        memset(&w, 0, sizeof(w))        # a thread: no claim tracking, no task limit
         w.ctl = self.ctl
         w.tasks = self.tasks
         w.results = self.results
@@ -627,6 +656,13 @@ cdef class Core:
                 rc = fp_worker_run_cell(&w, &c)
             if rc == 0:
                 rc = fp_worker_loop(&w)
+            if rc == 3:
+                # Left idle: tell the dispatcher, which joins this thread.
+                c.slot = FP_NO_SLOT
+                c.kind = R_LEFT
+                c.a.i = idx
+                c.b.i = 0
+                fp_worker_publish(&w, &c)
 
     cdef void _start_dispatcher(self) noexcept with gil:
         try:
@@ -852,6 +888,8 @@ cdef class Core:
         if r.slot == FP_NO_SLOT:
             if kind == R_DIED:
                 self._process_died(<int>r.a.i, <int>r.b.i)
+            elif kind == R_LEFT:
+                self._on_worker_left(<int>r.a.i)
             else:
                 self._on_worker_lost(r.a.i, kind == R_INIT_FAILED)
             return 0

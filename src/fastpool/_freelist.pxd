@@ -6,7 +6,7 @@ from libc.stdlib cimport calloc
 cdef void fp_idle_wake(fp_ctl *ctl) noexcept nogil
 cdef void fp_idle_wake_all(fp_ctl *ctl) noexcept nogil
 cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
-                       uint32_t *idle) noexcept nogil
+                       uint32_t *idle, int64_t ns) noexcept nogil
 cdef void fp_dispatcher_wake(fp_ctl *ctl) noexcept nogil
 cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil
 cdef void fp_dispatcher_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,

@@ -59,8 +59,10 @@ cdef void fp_idle_wake_all(fp_ctl *ctl) noexcept nogil:
     fp_futex_wake(&ctl.work_seq, INT_MAX)
 
 cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
-                       uint32_t *idle) noexcept nogil:
+                       uint32_t *idle, int64_t ns) noexcept nogil:
     # `idle`: a worker process's note of the counters it is in (else NULL).
+    # `ns`: sleep at most this long (< 0: until woken), an elastic pool's
+    # idle time left (see _worker.pyx).
     fp_add_u32_seq_cst(&ctl.sleepers, 1)
     if idle != NULL:
         fp_store_u32_relaxed(idle, fp_load_u32_relaxed(idle) | FP_IDLE_PARKED)
@@ -69,7 +71,7 @@ cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, voi
     # changes it, and futex_wait then returns at once.
     cdef uint32_t seen = fp_load_u32_seq_cst(&ctl.work_seq)
     if not has_work(arg) and fp_load_u32_acquire(&ctl.state) < FP_STOPPING:
-        fp_futex_wait(&ctl.work_seq, seen)
+        fp_futex_wait_ns(&ctl.work_seq, seen, ns)
         fp_fault_point(FP_FAULT_WOKEN)
     if idle != NULL:
         fp_store_u32_relaxed(idle, fp_load_u32_relaxed(idle) & ~(<uint32_t>FP_IDLE_PARKED))

@@ -36,6 +36,7 @@ cdef enum:
     R_DIED = 14        # no slot: worker process a.i is gone, wait status b.i
     R_UNREADABLE = 15  # (never in a ring) the payload could not be unpickled here
     R_NO_KERNEL = 16   # a worker process could not load the kernel a.i names (see fp_kreg_rec)
+    R_LEFT = 17        # no slot: worker thread a.i left, idle (an elastic pool)
 
     DT_F64 = 1
     DT_F32 = 2

@@ -23,12 +23,15 @@ ctypedef struct fp_ctl:
     uint64_t wstats          # offset of the workers' stats blocks (fp_worker_stats)
     uint64_t stamps          # offset of the admission stamps, one per task slot (_stats.pyx)
     uint64_t kernels         # offset of the kernel records (0: none; see _kernels.pxd)
-    uint8_t _pad0[24]
+    uint64_t idle_ns         # elastic: a worker idle this long leaves (0: never; _worker.pyx)
+    uint32_t min_workers     # ... unless `live` is down to this many
+    uint8_t _pad0[12]
     uint32_t work_seq        # futex word idle workers sleep on
     uint32_t sleepers        # workers parked, or about to park
     uint32_t spinners        # workers awake and looking for work
     uint32_t waking          # a wake-up is on its way to a parked worker
-    uint8_t _pad1[48]
+    uint32_t live            # workers started and not leaving idle (see _worker.pyx)
+    uint8_t _pad1[44]
     uint32_t disp_seq        # futex word the dispatcher sleeps on
     uint32_t disp_sleeping   # the dispatcher is parked, or about to park
     uint8_t _pad2[56]
@@ -63,6 +66,7 @@ cdef enum:
     FP_NO_SLOT = 0xffffffff
     FP_LEAVE_RETIRED = 1     # ran max_tasks_per_child tasks
     FP_LEAVE_INIT_FAILED = 2 # its initializer raised
+    FP_LEAVE_IDLE = 3        # idle for idle_ns, beyond min_workers
     FP_IDLE_SPINNING = 1     # counted in ctl.spinners (a worker process)
     FP_IDLE_PARKED = 2       # counted in ctl.sleepers (a worker process)
 

@@ -6,10 +6,21 @@
 # record.  Between tasks it spins briefly, then parks on the segment's futex
 # (process-shared).  CLOSING keeps workers going until every result is
 # seen; TERMINATING stops them starting anything new.
+#
+# Elastic size (ctl.idle_ns > 0): a worker idle that long leaves, unless
+# only ctl.min_workers are left (see _try_leave).  It parks for what is left
+# of its idle time, so the timing costs nothing but that timed futex wait,
+# and nothing at all in a pool of fixed size.
 
 cdef enum:
     WORKER_SPIN = 100     # pause-loops a worker looks for work before parking
     TAKER_GRACE = 2000    # pause-loops (tens of us) a first result waits for a taker
+    # what _try_leave decides
+    LEAVE_STAY = 0        # one of the min_workers: it stays, parked until there is work
+    LEAVE_GO = 1          # it leaves
+    LEAVE_WORK = 2        # work came in meanwhile: it stays and looks for it
+
+cdef uint64_t IDLE_STAYS = 0xffffffffffffffff   # idle_since of a worker that stays however long it idles
 
 cdef bint fp_ring_has_work(void *r) noexcept nogil:
     return not fp_ring_empty(<fp_ring *>r)
@@ -33,8 +44,64 @@ cdef inline void _spin_stop(fp_worker *w) noexcept nogil:
     if w.track:
         fp_store_u32_relaxed(&w.rec.idle, fp_load_u32_relaxed(&w.rec.idle) & ~(<uint32_t>FP_IDLE_SPINNING))
 
-cdef inline void _park(fp_worker *w) noexcept nogil:
-    fp_idle_park(w.ctl, fp_ring_has_work, w.tasks, &w.rec.idle if w.track else NULL)
+cdef int _try_leave(fp_worker *w) noexcept nogil:
+    # An idle worker of an elastic pool, out of `sleepers` and `spinners`,
+    # takes itself out of `live`, unless that would leave fewer than
+    # min_workers.  The race with admission is a Dekker pair on `live`: a
+    # submitter publishes its task, then (seq_cst fence, fp_idle_wake) reads
+    # the idle counters and `live`, and starts a worker when none is idle and
+    # fewer than the pool's size are live (Core._admit, WorkerPool._grow); we
+    # lower `live`, then (fence) look at the ring once more.  At least one
+    # of us sees the other: if we see the task we count ourselves back in
+    # and stay (our worker index is still ours, so `live` stays within the
+    # size even if a worker was started meanwhile too); if we do not, the
+    # submitter saw `live` below the size and starts one (or, when no worker
+    # index is free before ours is, the owner does once we are gone:
+    # WorkerPool._regrow).
+    cdef fp_ctl *ctl = w.ctl
+    cdef uint32_t live
+    if not fp_ring_empty(w.tasks):
+        return LEAVE_WORK       # a submitter that counted us idle left this task to us
+    live = fp_load_u32_seq_cst(&ctl.live)
+    while True:
+        if live <= fp_load_u32_relaxed(&ctl.min_workers):
+            return LEAVE_STAY
+        if fp_cas_u32_seq_cst(&ctl.live, &live, live - 1):
+            break
+    fp_fence_seq_cst()
+    if not fp_ring_empty(w.tasks):
+        fp_add_u32_seq_cst(&ctl.live, 1)
+        return LEAVE_WORK
+    # The count first, then the note: a worker process killed between the
+    # two is taken for a crash and replaced, which leaves `live` one too
+    # low (one worker beyond min_workers may stay), never too high (the pool
+    # could no longer grow to its size).
+    if w.track:
+        fp_store_u32_relaxed(&w.rec.leaving, FP_LEAVE_IDLE)
+    return LEAVE_GO
+
+cdef inline bint _park(fp_worker *w, uint64_t idle_ns, uint64_t *idle_since) noexcept nogil:
+    # Park until woken.  In an elastic pool (idle_ns > 0), for at most what is
+    # left of the worker's idle time; once that has run out, True if it
+    # leaves.  `idle_since`: when it last had work (0: it has had some since
+    # it last parked; IDLE_STAYS: it is one of the min_workers).
+    cdef uint32_t *note = &w.rec.idle if w.track else NULL
+    cdef uint64_t now
+    cdef int how
+    if idle_ns == 0 or idle_since[0] == IDLE_STAYS:
+        fp_idle_park(w.ctl, fp_ring_has_work, w.tasks, note, -1)
+        return False
+    now = fp_now_ns()
+    if idle_since[0] == 0:
+        idle_since[0] = now
+    if now - idle_since[0] < idle_ns:
+        fp_idle_park(w.ctl, fp_ring_has_work, w.tasks, note, <int64_t>(idle_since[0] + idle_ns - now))
+        return False
+    how = _try_leave(w)
+    if how == LEAVE_GO:
+        return True
+    idle_since[0] = IDLE_STAYS if how == LEAVE_STAY else 0
+    return False
 
 cdef inline int _take(fp_worker *w, fp_cell *c) noexcept nogil:
     if not w.track:
@@ -53,13 +120,18 @@ cdef inline int _take(fp_worker *w, fp_cell *c) noexcept nogil:
     return FP_OK
 
 cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
+    """Run tasks until the pool stops (0), this worker is lost (1), retires
+    (2, max_tasks) or leaves idle (3, an elastic pool)."""
     cdef fp_ctl *ctl = w.ctl
     cdef fp_cell c
     cdef bint spinning = False
     cdef int i, rc
     cdef bint found
+    cdef uint64_t idle_ns = ctl.idle_ns     # set before any worker starts
+    cdef uint64_t idle_since = 0
     while fp_load_u32_acquire(&ctl.state) < FP_TERMINATING:
         if _take(w, &c) == FP_OK:
+            idle_since = 0
             if not _short_kind(c.kind):
                 # Going off to a long task: stop counting as a searcher, and
                 # pass on what is left: a burst of submits sends one wake-up,
@@ -82,7 +154,8 @@ cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
             continue
         if not spinning:
             if <int32_t>fp_load_u32_seq_cst(&ctl.spinners) > 0:
-                _park(w)
+                if _park(w, idle_ns, &idle_since):
+                    return 3
                 continue
             spinning = True
             _spin_start(w)
@@ -96,7 +169,8 @@ cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
             continue
         spinning = False
         _spin_stop(w)
-        _park(w)
+        if _park(w, idle_ns, &idle_since):
+            return 3
     if spinning:
         _spin_stop(w)
     return 0
@@ -186,7 +260,7 @@ RESULT_PAYLOAD_ERR = R_PAYLOAD_ERR
 
 def run_worker_process(Segment seg, int idx, runner, uint64_t max_tasks=0):
     """The body of a worker process: attached to `seg`, run tasks until the
-    pool stops (0) or `max_tasks` have run (2)."""
+    pool stops (0), `max_tasks` have run (2) or it leaves idle (3)."""
     cdef fp_worker w
     cdef int rc
     if seg.ctl == NULL or not 0 <= idx < <int>seg.ctl.n_workers:

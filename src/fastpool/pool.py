@@ -9,6 +9,7 @@ starts, replaces and joins threads, emits events, and speaks the
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import weakref
@@ -34,7 +35,7 @@ MAX_RING_SIZE = 1 << 20     # 32 MiB of task cells; more waits in the FIFO anywa
 BLOCK_SIZE = 1 << 16        # bytes per payload block; bigger payloads go to one-off segments
 PAYLOAD_BLOCKS = 256        # Python tasks in a process pool's rings at once (16 MiB of blocks)
 WORKER_KINDS = ("thread", "process")
-LEAVE_RETIRED, LEAVE_INIT_FAILED = 1, 2     # why a worker process left (as _segment.pxd)
+LEAVE_RETIRED, LEAVE_INIT_FAILED, LEAVE_IDLE = 1, 2, 3  # why a worker process left (as _segment.pxd)
 
 # The pool's states, as the native core numbers them.
 RUNNING, CLOSING, TERMINATING, STOPPED = 0, 1, 2, 3
@@ -126,6 +127,33 @@ def _check_timeout(value: Any) -> float | None:
     return float(value)
 
 
+def _check_elastic(min_workers: Any, idle_timeout: Any, num_threads: int) -> tuple[int | None, int]:
+    """min_workers and idle_timeout as the native core takes them: the
+    workers kept (None: a pool of fixed size) and the idle time, in ns,
+    after which the others leave (0: never)."""
+    if min_workers is not None:
+        if isinstance(min_workers, bool) or not isinstance(min_workers, int):
+            raise TypeError(f"min_workers must be an int or None, not {type(min_workers).__name__}")
+        if min_workers < 0:
+            raise ValueError(f"min_workers must be >= 0 or None, got {min_workers}")
+        if min_workers > num_threads:
+            raise ValueError(f"min_workers must be <= num_threads ({num_threads}), got {min_workers}")
+    if idle_timeout is None:
+        return min_workers, 0
+    if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)):
+        raise TypeError(f"idle_timeout must be a number or None, not {type(idle_timeout).__name__}")
+    if not idle_timeout >= 0:      # NaN too
+        raise ValueError(f"idle_timeout must be >= 0 or None, got {idle_timeout!r}")
+    if idle_timeout == math.inf:
+        return min_workers, 0       # as None: never
+    if min_workers is None:
+        min_workers = 0
+    if min_workers == num_threads:
+        raise ValueError(f"idle_timeout: no worker could ever leave, min_workers ({min_workers}) "
+                         f"is the pool's size")
+    return min_workers, max(1, min(int(idle_timeout * 1e9), 1 << 62))
+
+
 def _check_shm_name(value: Any) -> Any:
     if value is None:
         return False
@@ -191,6 +219,7 @@ class _PoolBase(Core, Executor):
 
     _lose_on_base_exception = True
     _dispatch_in_closer = False     # no dispatcher thread could start (see _exiting)
+    _elastic = False                # workers may leave idle, and start while the pool closes
 
     def _start(self, num_threads: int, processor: Any, ring_size: int,
                worker_names: list[str], lazy: bool = False, procs: dict | None = None,
@@ -210,6 +239,10 @@ class _PoolBase(Core, Executor):
         self._listeners: dict[str, list[Callable[..., Any]]] = {e: [] for e in EVENTS}
         self._worker_names = worker_names
         self._workers: list[threading.Thread | None] = [None] * num_threads
+        # Worker indexes taken: from a start until the worker leaves idle
+        # (a replacement keeps its index).  Counted in the segment's `live`
+        # too, which a worker lowers itself as it decides to leave.
+        self._taken = [False] * num_threads
         self._state_lock = threading.Lock()   # thread start/replace, not the hot path
         if processor is None:
             processor = kernels.add
@@ -247,17 +280,24 @@ class _PoolBase(Core, Executor):
     # ----------------------------------------------------------- threads
 
     def _grow(self, wanted: int) -> None:
-        # From the submit path, while fewer than num_threads workers exist:
+        # From the submit path, while fewer than num_threads workers are live:
         # start one unless enough idle ones are there to take what waits.
-        # Worker processes take milliseconds to start: all of them at once.
-        if self.procs:
+        # Worker processes take milliseconds to start: all of them at once,
+        # unless the pool is elastic.  A worker leaving idle keeps its index
+        # until the dispatcher has seen it go (and then calls _regrow): until
+        # then there may be no free index, though fewer are live.
+        if self.procs and not self._elastic:
             wanted = self.n_workers
         elif self._idle_workers() > self._tasks_waiting():
             return
         with self._state_lock:
             try:
-                while wanted > 0 and self.n_spawned < self.n_workers and self.state == RUNNING:
-                    self._spawn(self.n_spawned)
+                while wanted > 0 and (self.state == RUNNING or self._elastic and self.state == CLOSING):
+                    try:
+                        idx = self._taken.index(False)
+                    except ValueError:
+                        return
+                    self._spawn(idx)
                     wanted -= 1
             except BaseException as e:
                 if isinstance(e, RuntimeError) and _exiting() and any(self._workers):
@@ -302,11 +342,18 @@ class _PoolBase(Core, Executor):
         if self.procs and not self._dispatcher_started:
             self._ensure_dispatcher()   # worker processes cannot start it
         n_spawned, self.n_spawned = self.n_spawned, max(self.n_spawned, idx + 1)
+        fresh = not self._taken[idx]    # else a replacement, in its place
+        if fresh:
+            self._taken[idx] = True
+            self._add_live(1)
         try:
             t = self._kind.start(idx, self._worker_names[idx])
         except BaseException:
             self._workers[idx] = None
             self.n_spawned = n_spawned
+            if fresh:
+                self._taken[idx] = False
+                self._add_live(-1)
             raise
         self._count_workers()
         self._emit("spawn", t.name)
@@ -339,6 +386,32 @@ class _PoolBase(Core, Executor):
         if self.state in (RUNNING, CLOSING):   # keep the pool's size
             self._respawn(idx)
 
+    def _on_worker_left(self, idx: int) -> None:
+        # Dispatcher thread: worker thread idx left, idle (an elastic pool).
+        old = self._workers[idx]
+        if old is None:
+            return      # the teardown joined it already, and reported it
+        old.join()
+        self._left(idx, old.name)
+
+    def _left(self, idx: int, name: str) -> None:
+        # A worker left idle: not an error, and no replacement; its index is
+        # free again.  Tasks that came meanwhile may have found no idle
+        # worker and no free index: start one for them now.
+        with self._state_lock:
+            self._workers[idx] = None
+            self._taken[idx] = False
+        self._count_workers()
+        self._emit("exit", name, None)
+        self._regrow()
+
+    def _regrow(self) -> None:
+        if self._tasks_waiting() and self._live_workers() < self.n_workers:
+            try:
+                self._grow(1)
+            except Exception as e:
+                self._emit_error(e)
+
     def _worker_died_error(self, idx: int, status: int | None, held: bool) -> BaseException:
         old = self._workers[idx]
         name = old.name if old is not None else self._worker_names[idx]
@@ -352,8 +425,13 @@ class _PoolBase(Core, Executor):
         # Dispatcher thread: worker process idx is gone; the task it held,
         # if any, has been failed with err.
         old, self._workers[idx] = self._workers[idx], None
+        if old is None and not held:
+            return      # the teardown joined it already, and reported it
         self._count_workers()
         name = old.name if old is not None else self._worker_names[idx]
+        if leaving == LEAVE_IDLE and not held:
+            self._left(idx, name)
+            return
         if self._kind.stopping and not held:
             # The pool is stopping: a worker that left (seeing it stop
             # before it was told) is not replaced.
@@ -617,15 +695,25 @@ class WorkerPool(_PoolBase):
     tasks meanwhile instead of blocking, and the callbacks that fall due run
     after the waiting one returns.  After `terminate()`, such a wait that
     is not already satisfied raises PoolClosedError.
+
+    Elastic size: with `min_workers`, that many workers start with the
+    pool and the others when a task finds no idle worker, up to
+    `num_threads`; with `idle_timeout` (seconds; min_workers then defaults
+    to 0), a worker beyond min_workers that has had no work that long
+    leaves, reported by "exit" with no error and not replaced.  By default
+    the size is fixed: worker processes all start with the pool, threads
+    as tasks come, and none leaves.
     """
 
     def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,
                  *, workers: str = "thread", start_method: Any = None,
                  ring_size: int = 65536, max_queue: int | None = None,
-                 shm_name: str | None = None) -> None:
+                 shm_name: str | None = None, min_workers: int | None = None,
+                 idle_timeout: float | None = None) -> None:
         if num_threads is None:
             num_threads = os.cpu_count() or 1
         _check_count("num_threads", num_threads, MAX_WORKERS)
+        min_workers, idle_ns = _check_elastic(min_workers, idle_timeout, num_threads)
         if processor is not None and not callable(processor):
             raise TypeError(f"processor must be callable or None, not {type(processor).__name__}")
         if workers not in WORKER_KINDS:
@@ -639,9 +727,14 @@ class WorkerPool(_PoolBase):
         names = [f"fastpool-worker-{pid}-{i}" for i in range(num_threads)]
         self._start(num_threads, processor, ring_size, names, procs=procs, max_queue=max_queue,
                     shm_name=shm_name)
-        if procs is not None:
-            with self._state_lock:      # a fixed set, started now
-                for i in range(num_threads):
+        start = num_threads if procs is not None else 0     # a fixed set of processes, started now
+        if min_workers is not None:
+            self._elastic = True
+            self._configure_elastic(min_workers, idle_ns)
+            start = min_workers
+        if start:
+            with self._state_lock:
+                for i in range(start):
                     self._spawn(i)
 
     @property
