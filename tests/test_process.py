@@ -472,6 +472,79 @@ def test_process_pool_executor_initializer_failure_breaks_it():
         ex.shutdown()
 
 
+@pytest.fixture
+def ghost_module():
+    """A module that this process has and worker processes cannot import:
+    a function of it pickles by reference here and fails to unpickle there."""
+    import types
+
+    mod = types.ModuleType("fastpool_test_ghost")
+    exec("def echo(x):\n    return x\n", mod.__dict__)
+    sys.modules[mod.__name__] = mod
+    yield mod
+    del sys.modules[mod.__name__]
+
+
+def test_worker_processes_that_cannot_start_break_the_pool(make_pool, ghost_module):
+    # Every worker process dies before it reaches its loop (its processor
+    # cannot be unpickled there): replacing them forever would never run a
+    # task.  The pool breaks instead; the accepted task fails with it.
+    pool = make_pool(2, ghost_module.echo, workers="process")
+    errors = []
+    pool.on("error", errors.append)
+    err = pool.run(1).exception(timeout=WAIT)
+    assert isinstance(err, fastpool.PoolClosedError), err
+    assert isinstance(err.__cause__, WorkerExitedError)
+    assert "worker processes cannot start: 3 in a row died before running a task" in str(err.__cause__)
+    assert "before it started" in str(err.__cause__)
+    assert len([e for e in errors if "before it started" in str(e)]) >= 3
+    with pytest.raises(fastpool.PoolClosedError):
+        pool.run(2)
+
+
+def test_a_pool_that_fails_to_start_its_processes_leaves_nothing(make_pool):
+    # The processor of a process pool is pickled as the first process
+    # starts: a lambda fails there, inside the constructor.  The segment,
+    # the dispatcher and any process started are gone with the error.
+    with pytest.raises((pickle.PicklingError, AttributeError), match="pickle"):
+        make_pool(2, lambda x: x, workers="process")
+
+
+def test_process_pool_executor_whose_processes_cannot_start_is_broken(ghost_module):
+    ex = fastpool.ProcessPoolExecutor(2, initializer=ghost_module.echo, initargs=(1,))
+    try:
+        assert isinstance(ex.submit(double, 1).exception(timeout=WAIT), fastpool.BrokenProcessPool)
+        with pytest.raises(fastpool.BrokenProcessPool):
+            ex.submit(double, 1)
+    finally:
+        ex.shutdown()
+
+
+_NO_MAIN_GUARD = """
+import fastpool
+
+def echo(x):
+    return x
+
+with fastpool.WorkerPool(2, echo, workers="process") as pool:
+    print(pool.run(1).result(timeout=60))
+"""
+
+
+def test_a_script_without_a_main_guard_fails_instead_of_spinning(tmp_path):
+    # The classic mistake with forkserver and spawn: the workers run the
+    # script again as their main module and die at start.  The script ends
+    # with a clear error, and leaves nothing behind.
+    script = tmp_path / "no_main_guard.py"
+    script.write_text(_NO_MAIN_GUARD)
+    before = shm_entries()
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "worker processes cannot start" in proc.stderr, proc.stderr[-3000:]
+    assert shm_entries() <= before
+
+
 def test_process_pool_executor_max_tasks_per_child():
     with fastpool.ProcessPoolExecutor(1, max_tasks_per_child=2) as ex:
         pids = [ex.submit(pid_of, i).result(timeout=WAIT) for i in range(6)]

@@ -993,19 +993,20 @@ cdef class Core:
         rec = &self.seg.workers[idx]
         slot = self._held_by(idx)
         leaving = rec.leaving
+        started = rec.pid != 0      # it reached its loop (run_worker_process)
         rec.slot = FP_NO_SLOT
         rec.task_pos = 0
         rec.claim = 0
         rec.rclaim = 0
         rec.leaving = 0
         rec.pid = 0
-        err = self._worker_died_error(idx, status, slot >= 0)
+        err = self._worker_died_error(idx, status, slot >= 0, started)
         fp_store_u32_relaxed(&self.seg.wstats[idx].busy, 0)    # it runs nothing now
         if self.max_queue >= 0:
             fp_room_wake(self.ctl)
         if slot >= 0:
             self._fail_slot(slot, err)
-        self._on_process_exit(idx, status, leaving, err, slot >= 0)
+        self._on_process_exit(idx, status, leaving, err, slot >= 0, started)
 
     def _fail_held(self, make_error):
         """Teardown, worker processes gone: fail what they held."""

@@ -95,6 +95,10 @@ class _ExecutorPool(_PoolBase):
             self._dispatcher_lock.release()
             self._ensure_dispatcher()
 
+    def _workers_cannot_start(self, err: BaseException) -> None:
+        # As the stdlib's: a process that dies abruptly breaks the pool.
+        self._initializer_failed()
+
     def _initializer_failed(self) -> None:
         # Dispatcher thread: the pool is broken; fail what has not started.
         if self._broken:

@@ -35,6 +35,7 @@ MAX_RING_SIZE = 1 << 20     # 32 MiB of task cells; more waits in the FIFO anywa
 BLOCK_SIZE = 1 << 16        # bytes per payload block; bigger payloads go to one-off segments
 PAYLOAD_BLOCKS = 256        # Python tasks in a process pool's rings at once (16 MiB of blocks)
 WORKER_KINDS = ("thread", "process")
+START_FAILURES = 3          # worker processes dead before their loop, in a row: the pool breaks
 LEAVE_RETIRED, LEAVE_INIT_FAILED, LEAVE_IDLE = 1, 2, 3  # why a worker process left (as _segment.pxd)
 
 # The pool's states, as the native core numbers them.
@@ -244,6 +245,7 @@ class _PoolBase(Core, Executor):
         # too, which a worker lowers itself as it decides to leave.
         self._taken = [False] * num_threads
         self._state_lock = threading.Lock()   # thread start/replace, not the hot path
+        self._start_failures = [0, 0]         # (in a row, tasks done at the first): _cannot_start
         if processor is None:
             processor = kernels.add
         self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture,
@@ -412,16 +414,18 @@ class _PoolBase(Core, Executor):
             except Exception as e:
                 self._emit_error(e)
 
-    def _worker_died_error(self, idx: int, status: int | None, held: bool) -> BaseException:
+    def _worker_died_error(self, idx: int, status: int | None, held: bool,
+                           started: bool = True) -> BaseException:
         old = self._workers[idx]
         name = old.name if old is not None else self._worker_names[idx]
         err = ProcessWorkers.died_error(name, status)
         if not held:
-            err.args = (err.args[0].replace("while running this task", "while idle"),)
+            err.args = (err.args[0].replace("while running this task",
+                                            "while idle" if started else "before it started"),)
         return err
 
     def _on_process_exit(self, idx: int, status: int | None, leaving: int,
-                         err: BaseException, held: bool) -> None:
+                         err: BaseException, held: bool, started: bool = True) -> None:
         # Dispatcher thread: worker process idx is gone; the task it held,
         # if any, has been failed with err.
         old, self._workers[idx] = self._workers[idx], None
@@ -446,6 +450,8 @@ class _PoolBase(Core, Executor):
         else:
             self._emit("exit", name, err)
             self._emit_error(err)
+            if not started and not held and self._cannot_start(status, err):
+                return
         if self.state in (RUNNING, CLOSING) and not self._kind.stopping:   # keep the pool's size
             try:
                 with self._state_lock:
@@ -455,6 +461,32 @@ class _PoolBase(Core, Executor):
                 self._emit_error(e)
                 if not any(self._workers):
                     raise       # nothing left to run the accepted tasks: the pool breaks
+
+    def _cannot_start(self, status: int | None, err: BaseException) -> bool:
+        # A worker process died before it reached its loop (its main module
+        # fails to import, its processor to unpickle).  Replacing it
+        # forever would spin and never run a task: START_FAILURES of them
+        # with no task completed between, and the pool breaks.  One that
+        # was killed (SIGKILL, SIGTERM) did not fail: someone stopped it.
+        import signal
+
+        if status is None or -status in (signal.SIGKILL, signal.SIGTERM):
+            return False
+        s = self._stats()
+        done = s["completed"] + s["failed"]
+        if done != self._start_failures[1]:
+            self._start_failures = [0, done]
+        self._start_failures[0] += 1
+        if self._start_failures[0] < START_FAILURES:
+            return False
+        self._workers_cannot_start(err)
+        return True
+
+    def _workers_cannot_start(self, err: BaseException) -> None:
+        # Nothing could run the accepted tasks: raised on the dispatcher,
+        # this breaks the pool (they fail with it as their cause).
+        raise type(err)(f"worker processes cannot start: {START_FAILURES} in a row died "
+                        f"before running a task; the last: {err}") from err
 
     def _initializer_failed(self) -> None:
         pass
@@ -733,9 +765,15 @@ class WorkerPool(_PoolBase):
             self._configure_elastic(min_workers, idle_ns)
             start = min_workers
         if start:
-            with self._state_lock:
-                for i in range(start):
-                    self._spawn(i)
+            try:
+                with self._state_lock:
+                    for i in range(start):
+                        self._spawn(i)
+            except BaseException:
+                # (an unpicklable processor, no processes left to start):
+                # what was made goes, the segment and the dispatcher too.
+                self.terminate()
+                raise
 
     @property
     def num_threads(self) -> int:
