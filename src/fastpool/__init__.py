@@ -10,12 +10,15 @@ worker threads run native kernels with the GIL released; callbacks run one
 at a time in the context their task was submitted from.
 """
 from fastpool import kernels
+from fastpool._core import TaskHandle, cancelled
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, QueueFullError, TaskTimeoutError, WorkerExitedError
 from fastpool.pool import WorkerPool
 
 __all__ = [
     "WorkerPool",
+    "TaskHandle",
+    "cancelled",
     "ThreadPoolExecutor",
     "PoolFuture",
     "PoolClosedError",

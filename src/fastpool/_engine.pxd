@@ -47,14 +47,21 @@ cdef class Core:
     cdef bint watch_drain           # a "drain" listener exists
     cdef bint drain_armed           # a task had to wait: emit "drain" once none waits
     cdef object _last_stats         # the stats as the pool stopped
+    # Cancel and deadlines (_engine.pyx).
+    cdef fp_task_ctl *tctl          # the segment's task control words, by task slot
+    cdef readonly int64_t default_limit   # ns a task may run unless it says otherwise (0: no limit)
+    cdef int32_t n_timed            # tasks with a timeout that hold a slot
+    cdef list timer_heap            # (deadline, slot, gen) of timed tasks seen running
+    cdef uint64_t *timed_seen       # each worker record's `timed` word, as last read
 
-    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1
+    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode,
+                     object handle, int64_t limit) except -1
     cdef object _encode(self, int op, object task, fp_cell *c, fp_word *x)
     cdef object _context_snapshot(self)
     cdef int32_t _cells_needed(self, const fp_cell *c, object obj) noexcept
     cdef bint _has_room(self, const fp_cell *c, object obj) noexcept
-    cdef int _admit(self, fp_cell *c, const fp_word *x, object obj, object cb, object ctx,
-                    uint8_t mode) except -1
+    cdef int32_t _admit(self, fp_cell *c, const fp_word *x, object obj, object cb, object ctx,
+                        uint8_t mode, int64_t limit, object handle, object queued) except -1
     cdef int _push_task(self, fp_cell *c, uint64_t *pos) except -1
     cdef int _fail_slot(self, int32_t slot, object err) except -1
     cdef int _put_payload(self, int32_t slot, fp_cell *c, object obj) except -1
@@ -65,13 +72,25 @@ cdef class Core:
     cdef int32_t _held_by(self, int idx) noexcept
     cdef void _start_dispatcher(self) noexcept with gil
     cdef int _run_python(self, const fp_cell *c, fp_cell *r, int idx) noexcept with gil
-    cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil
+    cdef int _collect(self, fp_cell *out, int limit, uint32_t seen, int64_t wait_ns,
+                      bint park) noexcept nogil
     cdef int _complete(self, fp_cell *r, bint defer=*) except -1
     cdef int _deliver_later(self, uint8_t mode, object cb, object ctx, object err, object value) except -1
     cdef int _run_deferred(self) except -1
     cdef int _complete_batch(self) except -1
     cdef int _collect_holding(self, uint32_t seen, int64_t wait_ns, bint proxy) noexcept nogil
     cdef void _release_slot(self, int32_t slot) noexcept
+    cdef void _release_flags(self, int32_t slot, uint8_t flags) noexcept
+    cdef bint _cancel_slot(self, int32_t slot, uint32_t gen) except -1
+    cdef bint _cancel_queued(self, object queued) except -1
+    cdef int _finish_early(self, int32_t slot, object err, bint timed_out, bint defer,
+                           bint stop) except -1
+    cdef int _deliver_soon(self, uint8_t mode, object cb, object ctx, object err) except -1
+    cdef int _stop_running(self, int32_t slot) except -1
+    cdef int64_t _timers(self, bint defer) except -2
+    cdef int64_t _no_timers(self) noexcept
+    cdef bint _timers_scan(self) except -1
+    cdef int _time_out(self, int32_t slot, bint defer) except -1
     cdef int _deliver(self, uint8_t mode, object cb, object ctx, object err, object value) except -1
     cdef int _flush_overflow(self) except -1
     cdef bint _queue_room(self) noexcept

@@ -13,7 +13,9 @@
 # (it then waits for it, see _push_task); what does not fit waits, in order, in
 # `overflow` until the dispatcher frees room.  Every accepted task yields
 # exactly one result cell (or, at terminate, is failed by the teardown from
-# its unpopped task cells), and the dispatcher completes it exactly once.
+# its unpopped task cells), and the dispatcher completes it exactly once,
+# unless a cancel or a timeout completed it first (see "Cancel and
+# deadlines" below): then what comes back only gives the slot back.
 from cpython.contextvars cimport PyContext_CopyCurrent, PyContext_Copy, PyContext_Enter, PyContext_Exit
 from cpython.object cimport PyObject
 
@@ -52,7 +54,10 @@ from libc.string cimport memset
 cimport cython
 import os
 from time import monotonic as _monotonic
-from concurrent.futures._base import InvalidStateError, Future
+from concurrent.futures._base import InvalidStateError, Future, CancelledError as _CancelledError
+from heapq import heappush as _heappush, heappop as _heappop, heapify as _heapify
+import threading as _threading
+from fastpool.errors import TaskTimeoutError as _TaskTimeoutError
 # pickle, imported with the first process pool: `import fastpool` stays cheap.
 _loads = _dumps = _in_band_only = _OutOfBandWanted = _mloads = _mdumps = None
 
@@ -97,6 +102,13 @@ cdef enum:
     MODE_CALLBACK = 0
     MODE_FUTURE = 1
     MODE_QUIET = 2         # nothing waits for the task (a native map's helpers)
+
+    # slots.flags: what else a task slot holds (see "Cancel and deadlines")
+    SLOT_TIMED = 1         # the task has a timeout: its limit is in the slot's control word
+    SLOT_ARMED = 2         # it was seen running: its deadline is in timer_heap
+    SLOT_DONE = 4          # completed early (a cancel, a timeout): what comes back is dropped
+    SLOT_RESET = 8         # its state word needs resetting when the slot is given back
+    SLOT_SKIP = 16         # cancelled before it started: counted in stats.skipping
 
     BATCH = 256            # results taken per dispatcher round
     DISPATCH_SPIN = 200    # same for the dispatcher
@@ -147,6 +159,9 @@ cdef class _Queued:
     cdef uint8_t mode
     cdef bint started       # its future was marked running (worker processes)
     cdef uint64_t stamp     # when it was accepted, if it is timed (_stats.pyx)
+    cdef int64_t limit      # ns it may run once started (0: no timeout)
+    cdef int32_t slot       # -1 while it waits; then its task slot, or -2: it completed waiting
+    cdef uint32_t gen       # that slot's generation (SlotTable.gen)
 
 
 cdef class Core:
@@ -186,7 +201,12 @@ cdef class Core:
                                   named or n_blocks != 0, block_size, n_blocks)
         self.stats = &self.seg.ctl.stats
         self.stamps = self.seg.stamps
+        self.tctl = self.seg.tctl
         self.max_queue = -1
+        self.timer_heap = []
+        self.timed_seen = <uint64_t *>calloc(num_threads, sizeof(uint64_t))
+        if self.timed_seen == NULL:
+            raise MemoryError()
         if n_blocks:
             global _loads, _dumps, _in_band_only, _OutOfBandWanted, _mloads, _mdumps
             from fastpool._payload import PayloadArea, _in_band_only, _OutOfBandWanted
@@ -222,6 +242,11 @@ cdef class Core:
         """Workers started and not leaving idle (see _try_leave)."""
         return 0 if self.ctl == NULL else fp_load_u32_seq_cst(&self.ctl.live)
 
+    def _configure_timeout(self, int64_t limit_ns):
+        """Tasks may run `limit_ns` unless they say otherwise (0: no limit;
+        see task_timeout_ns)."""
+        self.default_limit = limit_ns
+
     def _configure_queue(self, int64_t max_queue):
         """At most `max_queue` tasks wait for a worker (-1: no bound)."""
         self.max_queue = max_queue
@@ -243,6 +268,7 @@ cdef class Core:
     def __dealloc__(self):
         if self.free_blocks != NULL:
             c_free(self.free_blocks)
+        c_free(self.timed_seen)
 
     def _payload_prefix(self):
         return None if self.area is None else self.area.spill_prefix
@@ -254,20 +280,37 @@ cdef class Core:
 
     # ---------------------------------------------------------------- submit
 
-    def run_task(self, task, callback):
-        """Run `task`; later call callback(err, result) in this Context."""
+    def run_task(self, task, callback, timeout=None):
+        """Run `task`; later call callback(err, result) in this Context.
+        Returns a TaskHandle (handle.cancel()).  `timeout`: seconds it may
+        run once started (None: the pool's default)."""
+        cdef int64_t limit = self.default_limit
         if self.state != FP_RUNNING:
             self._raise_closed()
         if not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
-        self._submit(self.default_op, task, callback, self._context_snapshot(), MODE_CALLBACK)
+        if timeout is not None:
+            limit = _limit_ns(timeout)
+        cdef TaskHandle h = TaskHandle.__new__(TaskHandle)
+        h.core = self
+        h.slot = -1
+        self._submit(self.default_op, task, callback, self._context_snapshot(), MODE_CALLBACK, h, limit)
+        return h
 
-    def run(self, task):
-        """Run `task`; return a future (awaitable) for its result."""
+    def run(self, task, timeout=None):
+        """Run `task`; return a future (awaitable) for its result, whose
+        cancel() is the pool's (TaskHandle.cancel)."""
+        cdef int64_t limit = self.default_limit
         if self.state != FP_RUNNING:
             self._raise_closed()
+        if timeout is not None:
+            limit = _limit_ns(timeout)
         fut = self._new_future()
-        self._submit(self.default_op, task, fut, None, MODE_FUTURE)
+        cdef TaskHandle h = TaskHandle.__new__(TaskHandle)
+        h.core = self
+        h.slot = -1
+        fut._task = h
+        self._submit(self.default_op, task, fut, None, MODE_FUTURE, h, limit)
         return fut
 
     cdef object _new_future(self):
@@ -351,14 +394,17 @@ cdef class Core:
             self._raise_closed()
         fut = self._new_future()
         if type(fn) is Kernel and len(args) == 1 and not kwargs:
-            self._submit((<Kernel>fn).index, args[0], fut, None, MODE_FUTURE)
+            self._submit((<Kernel>fn).index, args[0], fut, None, MODE_FUTURE, None, self.default_limit)
         else:
-            self._submit(OP_CALL, (fn, args, kwargs), fut, None, MODE_FUTURE)
+            self._submit(OP_CALL, (fn, args, kwargs), fut, None, MODE_FUTURE, None, self.default_limit)
         return fut
 
-    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode) except -1:
+    cdef int _submit(self, int op, object task, object cb, object ctx, uint8_t mode,
+                     object handle, int64_t limit) except -1:
         # The task is read once, here: what waits in the FIFO is its encoded
         # form, so a caller changing the task object later changes nothing.
+        # `handle`: its TaskHandle (None: it has none); `limit`: the ns it
+        # may run once started (0: no timeout).
         cdef _Queued q
         cdef fp_cell c
         cdef fp_word x
@@ -397,7 +443,7 @@ cdef class Core:
             # Counted first: admitting may start a thread, which lets the
             # dispatcher complete the task before we get the GIL back.
             fp_stat_add(&self.stats.submitted, 1)
-            self._admit(&c, &x, obj, cb, ctx, mode)
+            self._admit(&c, &x, obj, cb, ctx, mode, limit, handle, None)
             if self.watch_drain:
                 self._arm_drain()
             return 0
@@ -412,6 +458,10 @@ cdef class Core:
         q.ctx = ctx
         q.mode = mode
         q.stamp = stamp
+        q.limit = limit
+        q.slot = -1
+        if handle is not None:
+            (<TaskHandle>handle).q = q
         if self.state != FP_RUNNING:    # the same, for the allocation just made
             self._raise_closed()
         fp_stat_add(&self.stats.submitted, 1)
@@ -520,15 +570,30 @@ cdef class Core:
         return (self.slots.nfree != 0 and self.record_credits >= self._cells_needed(c, obj)
                 and (self.n_free_blocks != 0 or not self.procs or not _needs_block(c.kind, True)))
 
-    cdef int _admit(self, fp_cell *c, const fp_word *x, object obj, object cb, object ctx,
-                    uint8_t mode) except -1:
-        """Give an encoded task a slot and its ring cells; wake a worker."""
+    cdef int32_t _admit(self, fp_cell *c, const fp_word *x, object obj, object cb, object ctx,
+                        uint8_t mode, int64_t limit, object handle, object queued) except -1:
+        """Give an encoded task a slot and its ring cells; wake a worker.
+        Its TaskHandle (`handle`), or its FIFO entry (`queued`), learns the
+        slot at once: once the task is in the ring it may complete, and the
+        slot go to another task, before this returns."""
         cdef int32_t slot, need = self._cells_needed(c, obj)
         cdef int64_t i, n, per
         cdef uint64_t pos
         slot = self.slots.take()
         if slot < 0:    # the callers looked for room with nothing in between
             raise SystemError("fastpool: no free task slot at admission")
+        if handle is not None:
+            (<TaskHandle>handle).slot = slot
+            (<TaskHandle>handle).gen = self.slots.gen[slot]
+        elif queued is not None:
+            (<_Queued>queued).slot = slot
+            (<_Queued>queued).gen = self.slots.gen[slot]
+        if limit:
+            # Before the push that hands the task over (release): the worker
+            # that starts it reads the limit and writes its deadline.
+            fp_store_u64_relaxed(&self.tctl[slot].limit, <uint64_t>limit)
+            self.slots.flags[slot] = SLOT_TIMED
+            self.n_timed += 1
         self.record_credits -= need
         self.slots.mode[slot] = mode
         self.slots.cbs[slot] = cb
@@ -553,7 +618,9 @@ cdef class Core:
             # After fp_idle_wake's fence: see _try_leave (_worker.pyx).
             if self.grow_on_submit and fp_load_u32_relaxed(&self.ctl.live) < <uint32_t>self.n_workers:
                 self._grow(1)
-            return 0
+            if limit and not self.disp_started:
+                self._ensure_dispatcher()   # it keeps the deadlines
+            return slot
         # Array: `need` chunk cells over one job; the worker that finishes
         # the last chunk publishes the result.
         n = (<ArrayTask>obj).n
@@ -569,7 +636,9 @@ cdef class Core:
         fp_fence_seq_cst()      # see _try_leave (_worker.pyx)
         if self.grow_on_submit and fp_load_u32_relaxed(&self.ctl.live) < <uint32_t>self.n_workers:
             self._grow(need)
-        return 0
+        if limit and not self.disp_started:
+            self._ensure_dispatcher()
+        return slot
 
     cdef int _put_payload(self, int32_t slot, fp_cell *c, object obj) except -1:
         # Worker processes: the task's pickle into a payload block, whose
@@ -631,6 +700,7 @@ cdef class Core:
         w.rec = &self.seg.workers[idx]
         w.stats = &self.seg.wstats[idx]
         w.stamps = self.seg.stamps
+        w.tctl = self.seg.tctl
         w.job_pages = self.slots.job_pages
         w.operands = self.operands
         w.kmap = NULL
@@ -649,6 +719,7 @@ cdef class Core:
             fp_store_u32_release(&self.slots.job(c.slot).taken, 1)
             if not _short_kind(c.kind) and not fp_ring_empty(self.tasks):
                 fp_idle_wake(self.ctl)
+        _here_runs(self.seg, idx)       # for fastpool.cancelled()
         # The worker holds no reference: the thread's own (its target is a
         # bound method of this pool) keeps the pool alive while it runs.
         with nogil:
@@ -671,7 +742,7 @@ cdef class Core:
             self._report_quietly(e)
 
     def _nothing_pending(self):
-        return self.slots.in_use() == 0 and not self.n_overflow
+        return self.slots.in_use() == 0 and not self.n_overflow and not self.deferred
 
     def _mark_dispatcher_started(self):
         """Called by the Python layer, under its lock, before it starts (or
@@ -684,6 +755,10 @@ cdef class Core:
 
     cdef int _run_python(self, const fp_cell *c, fp_cell *r, int idx) noexcept with gil:
         cdef int32_t slot = c.slot
+        if self.slots.flags[slot] & SLOT_DONE:
+            # Cancelled or timed out while this worker waited for the GIL.
+            r.kind = R_SKIPPED
+            return 0
         objs = self.slots.objs
         try:
             if (c.kind & K_BASE_MASK) == K_PY:
@@ -741,6 +816,8 @@ cdef class Core:
         """
         cdef int n
         cdef uint32_t seen
+        cdef int64_t wait_ns
+        cdef bint park
         with nogil:
             fp_token_lock(self.ctl)     # held while awake; lent out in park
         try:
@@ -750,13 +827,19 @@ cdef class Core:
                 # returns at once instead of missing the request.
                 seen = fp_load_u32_seq_cst(&self.ctl.disp_seq)
                 if self.state == FP_TERMINATING or (
-                        self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow):
+                        self.state == FP_CLOSING and self.slots.in_use() == 0 and not self.n_overflow
+                        and not self.deferred):
                     break
                 if self.drain_armed:
                     self._check_drain()     # after `seen`: a worker's wake-up is not missed
+                # After `seen`: a timed task that starts after our look at
+                # the workers wakes us (see _timers).
+                wait_ns = self._timers(False) if self.n_timed else self._no_timers()
                 if self.batch_pos >= self.batch_len:
+                    # A cancel's callback waiting in `deferred`: no parking.
+                    park = not self.deferred
                     with nogil:
-                        n = self._collect(self.batch, BATCH, seen)
+                        n = self._collect(self.batch, BATCH, seen, wait_ns, park)
                     if n >= 0:
                         self.batch_len = n
                         self.batch_pos = 0
@@ -792,6 +875,7 @@ cdef class Core:
         cdef fp_cell c
         cdef int64_t ns = -1
         cdef bint mine
+        cdef uint32_t seen
         cdef fp_ctl *ctl = self.ctl
         if ctl == NULL or self.state != FP_RUNNING or not fp_token_trylock(ctl):
             return False
@@ -800,6 +884,8 @@ cdef class Core:
             if self.batch_pos < self.batch_len:
                 return False    # a result left for the dispatcher comes first
             while True:
+                # Read before the look at `fut`: a cancel after it wakes us.
+                seen = fp_load_u32_seq_cst(&ctl.proxy_seq)
                 if fp_ring_pop(self.results, &c) == FP_OK:
                     mine = (c.slot != FP_NO_SLOT and c.kind != R_LOST
                             and self.slots.cbs[c.slot] is fut)
@@ -821,6 +907,8 @@ cdef class Core:
                     if self.n_overflow:
                         self._flush_overflow()
                     return True
+                if fut.done():
+                    return True     # cancelled meanwhile (the pool's cancel, in another thread)
                 if self.state != FP_RUNNING or fp_load_u32_seq_cst(&ctl.disp_token) != 1:
                     return False
                 if deadline is not None:
@@ -828,11 +916,11 @@ cdef class Core:
                     if ns <= 0:
                         return False
                 with nogil:
-                    fp_proxy_park(ctl, fp_ring_has_work, self.results, ns)
+                    fp_proxy_park(ctl, seen, fp_ring_has_work, self.results, ns)
         finally:
             fp_token_unlock(ctl)
             # What arrived meanwhile, or what we left, is the dispatcher's.
-            if self.batch_pos < self.batch_len:
+            if self.batch_pos < self.batch_len or self.deferred:
                 if not self.disp_started:
                     self._ensure_dispatcher()
                 fp_dispatcher_wake(ctl)
@@ -841,18 +929,21 @@ cdef class Core:
                     self._ensure_dispatcher()
                 fp_dispatcher_notify(ctl)
 
-    cdef int _collect(self, fp_cell *out, int limit, uint32_t seen) noexcept nogil:
+    cdef int _collect(self, fp_cell *out, int limit, uint32_t seen, int64_t wait_ns,
+                      bint park) noexcept nogil:
+        # Results into out; if there are none and `park`, wait for some, at
+        # most wait_ns (< 0: no limit; the next deadline).
         cdef int n = 0, i
         while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
             n += 1
-        if n:
+        if n or not park:
             return n
         for i in range(DISPATCH_SPIN):
             fp_cpu_relax()
             if not fp_ring_empty(self.results):
                 break
         else:
-            fp_dispatcher_park(self.ctl, seen, fp_ring_has_work, self.results)
+            fp_dispatcher_park(self.ctl, seen, fp_ring_has_work, self.results, wait_ns)
             if self.batch_pos < self.batch_len:
                 return -1       # a thread that held the token meanwhile left a result
         while n < limit and fp_ring_pop(self.results, &out[n]) == FP_OK:
@@ -901,6 +992,15 @@ cdef class Core:
         self.slots.cbs[slot] = None
         self.slots.ctxs[slot] = None
         self.slots.objs[slot] = None
+        if self.slots.flags[slot] & SLOT_DONE:
+            # A cancel or a timeout completed it: what came back is dropped
+            # (an array task's buffers go with `obj`), unread.
+            if self.slots.job(slot).block:
+                self.area.discard(self.slots.job(slot).block - 1)
+            self._release_slot(slot)
+            if kind == R_LOST:
+                self._on_worker_lost(r.a.i, False, obj)
+            return 0
         if kind == R_PAYLOAD or kind == R_PAYLOAD_ERR:
             # Read the block while the slot is still this task's: unpickling
             # lets other threads in, and once the slot is given back a
@@ -940,6 +1040,8 @@ cdef class Core:
             elif kind == R_CANCELLED:
                 fp_stat_add(&self.stats.cancelled, 1)
                 return 0
+            elif kind == R_SKIPPED:
+                err = SystemError("fastpool: a task that was not cancelled was skipped")
             else:
                 err = SystemError(f"fastpool: unknown result kind {kind}")
         except BaseException as e:
@@ -956,8 +1058,10 @@ cdef class Core:
         return 0
 
     cdef int _fail_slot(self, int32_t slot, object err) except -1:
-        # Complete the task in `slot` with err, now (a dead worker held it).
+        # Complete the task in `slot` with err, now (a dead worker held it),
+        # unless a cancel or a timeout completed it (then only give it back).
         cdef uint8_t mode = self.slots.mode[slot]
+        cdef uint8_t flags = self.slots.flags[slot]
         cb = self.slots.cbs[slot]
         ctx = self.slots.ctxs[slot]
         self.slots.cbs[slot] = None
@@ -965,8 +1069,10 @@ cdef class Core:
         self.slots.objs[slot] = None
         if self.slots.job(slot).block:
             self.area.discard(self.slots.job(slot).block - 1)   # a one-off segment it may have left
+        # Its worker died with the task's state word saying RUNNING.
+        self.slots.flags[slot] = flags | SLOT_RESET
         self._release_slot(slot)
-        if mode != MODE_QUIET:
+        if mode != MODE_QUIET and not flags & SLOT_DONE:
             fp_stat_add(&self.stats.failed, 1)
             self._deliver(mode, cb, ctx, err, None)
         return 0
@@ -1076,6 +1182,9 @@ cdef class Core:
     cdef void _release_slot(self, int32_t slot) noexcept:
         # Give back the slot, the ring cells and the payload block the task held.
         cdef fp_job *job = self.slots.job(slot)
+        cdef uint8_t flags = self.slots.flags[slot]
+        if flags:
+            self._release_flags(slot, flags)
         if self.stamps != NULL and self.stamps[slot]:
             self.stamps[slot] = 0       # the slot's next task may not be timed
         self.record_credits += job.cells
@@ -1143,7 +1252,10 @@ cdef class Core:
                 # Marking it running may wait for its Condition, letting
                 # other threads in: look at the room again afterwards.
                 q.started = True
-                if not _start(q.cb):
+                started = _start(q.cb)
+                if q.slot != -1:
+                    continue    # the pool's cancel took it out of the queue meanwhile
+                if not started:
                     self.overflow.popleft()     # cancelled while it waited: it never runs
                     self.n_overflow -= 1
                     fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
@@ -1153,7 +1265,251 @@ cdef class Core:
             self.n_overflow -= 1
             fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
             self.pending_stamp = q.stamp
-            self._admit(&q.cell, &q.x, q.obj, q.cb, q.ctx, q.mode)
+            self._admit(&q.cell, &q.x, q.obj, q.cb, q.ctx, q.mode, q.limit, None, q)
+            q.obj = q.cb = q.ctx = None     # the slot holds them now (a TaskHandle may hold q)
+        return 0
+
+    # ------------------------------------------------ cancel and deadlines
+    #
+    # A task's state word (fp_task_ctl.state, one per task slot, in the
+    # segment) decides, by CAS, which of two racing moves happens:
+    #
+    #                worker: start (CAS)            worker: finish (CAS)
+    #     IDLE --------------------------> RUNNING ----------------------> IDLE
+    #      |                                  |                    (its result is published)
+    #      | owner: cancel (CAS)              | owner: cancel or deadline (CAS)
+    #      v                                  v
+    #   CANCELLED                           STOP   thread: fastpool.cancelled() is True, an
+    #   the worker that takes its cell             array chunk stops, what it returns is
+    #   skips it: it never runs                    dropped; process: killed (its finish
+    #                                              CAS fails if it ends first: it exits)
+    #
+    # Exactly one of "a worker starts it" and "the cancel wins" happens; a
+    # task that finished (IDLE again, its result on its way or not yet
+    # completed) may still be cancelled: its result is then dropped.  The
+    # owner decides the outcome under the GIL: a cancel or a deadline marks
+    # the slot SLOT_DONE and completes the task at once (CancelledError, or
+    # TaskTimeoutError); whatever comes back for it later (a result, a
+    # skipped cell, a dead worker's notice) only gives the slot back, and
+    # resets its state word.  A cancelled task still in the FIFO leaves it.
+    #
+    # Deadlines.  A timeout counts from the start: the worker that starts a
+    # task with a limit writes its deadline, then its record's `timed` word
+    # (which task it started), then wakes the dispatcher if the dispatcher's
+    # next wake-up (ctl.next_deadline) is later than that deadline.  The
+    # dispatcher reads the workers' `timed` words each round while timed
+    # tasks exist (_timers_scan), keeps the deadlines of those running in a
+    # heap, fires the ones due (CAS RUNNING -> STOP) and parks on its futex
+    # until the earliest (_collect's wait): no thread polls, and a pool
+    # whose tasks have no timeout never looks.
+
+    cdef void _release_flags(self, int32_t slot, uint8_t flags) noexcept:
+        # The slot is given back: undo what its flags say was set.
+        cdef fp_task_ctl *t
+        self.slots.flags[slot] = 0
+        if flags & SLOT_TIMED:
+            self.n_timed -= 1
+        if flags & SLOT_SKIP:
+            fp_stat_add(&self.stats.skipping, <uint64_t>-1)
+        if self.tctl == NULL:
+            return
+        t = &self.tctl[slot]
+        # relaxed: the next task's push (release) publishes these.
+        if flags & SLOT_TIMED:
+            fp_store_u64_relaxed(&t.limit, 0)
+            fp_store_u64_relaxed(&t.deadline, 0)
+        if flags & SLOT_RESET:
+            fp_store_u32_relaxed(&t.state, FP_TS_IDLE)
+
+    cdef bint _cancel_slot(self, int32_t slot, uint32_t gen) except -1:
+        # TaskHandle.cancel for a task that holds `slot` (if it still does).
+        cdef uint32_t seen = FP_TS_IDLE
+        cdef fp_task_ctl *t
+        cdef bint stop = False
+        if (slot < 0 or slot >= self.slots.fresh or self.slots.gen[slot] != gen
+                or self.slots.flags[slot] & SLOT_DONE or self.tctl == NULL
+                or self.slots.mode[slot] == MODE_QUIET):
+            return False    # it completed
+        t = &self.tctl[slot]
+        if fp_cas_u32_acq_rel(&t.state, &seen, FP_TS_CANCELLED):
+            # It waits in the ring (or has finished, its result on its way):
+            # it no longer counts as waiting, so a bounded queue has room.
+            # (Until the slot is given back: a moment after a worker skips
+            # it, the count is one low.)
+            self.slots.flags[slot] |= SLOT_SKIP
+            fp_stat_add(&self.stats.skipping, 1)
+            if self.max_queue >= 0:
+                fp_room_wake(self.ctl)
+            if self.drain_armed:
+                fp_dispatcher_wake(self.ctl)
+        else:
+            # Not IDLE: RUNNING (only this owner sets CANCELLED or STOP,
+            # and marks the slot done as it does).  Ask it to stop, unless
+            # it finishes first: then its result is dropped.
+            stop = fp_cas_u32_acq_rel(&t.state, &seen, FP_TS_STOP)
+        self._finish_early(slot, _CancelledError(), False, True, stop)
+        return True
+
+    cdef bint _cancel_queued(self, object queued) except -1:
+        # TaskHandle.cancel for a task waiting in the FIFO: it leaves it.
+        cdef _Queued q = <_Queued>queued
+        self.overflow.remove(q)
+        q.slot = -2
+        self.n_overflow -= 1
+        fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
+        fp_stat_add(&self.stats.cancelled, 1)
+        mode, cb, ctx = q.mode, q.cb, q.ctx
+        q.obj = q.cb = q.ctx = None
+        if self.ctl != NULL:
+            if self.max_queue >= 0:
+                fp_room_wake(self.ctl)      # a producer may fit now
+            if self.drain_armed:
+                fp_dispatcher_wake(self.ctl)
+        if mode == MODE_FUTURE:
+            _cancel_future(cb)
+        else:
+            self._deliver_soon(mode, cb, ctx, _CancelledError())
+        return True
+
+    cdef int _finish_early(self, int32_t slot, object err, bint timed_out, bint defer,
+                           bint stop) except -1:
+        # Complete the task in `slot` now, with err (its cancel, or its
+        # deadline); the slot stays held until its cell comes back.
+        # `defer`: not on the dispatcher's own loop (a callback waits in
+        # `deferred`); `stop`: it is running, stop it.
+        cdef uint8_t mode = self.slots.mode[slot]
+        cb = self.slots.cbs[slot]
+        ctx = self.slots.ctxs[slot]
+        self.slots.cbs[slot] = None
+        self.slots.ctxs[slot] = None
+        self.slots.flags[slot] |= SLOT_DONE | SLOT_RESET
+        fp_stat_add(&self.stats.timed_out if timed_out else &self.stats.cancelled, 1)
+        if stop:
+            self._stop_running(slot)
+        if mode == MODE_FUTURE and not timed_out:
+            _cancel_future(cb)      # in this thread, as Future.cancel() runs its callbacks
+        elif not defer:
+            self._deliver(mode, cb, ctx, err, None)
+        elif mode == MODE_FUTURE:
+            self._deliver_later(mode, cb, ctx, err, None)
+        else:
+            self._deliver_soon(mode, cb, ctx, err)
+        return 0
+
+    cdef int _deliver_soon(self, uint8_t mode, object cb, object ctx, object err) except -1:
+        # A callback, from any thread: the token holder runs it (one at a
+        # time, after the callback running now, if any).
+        self.deferred.append((mode, cb, ctx, err, None))
+        if not self.disp_started:
+            self._ensure_dispatcher()
+        if self.ctl != NULL:
+            fp_dispatcher_wake(self.ctl)
+        return 0
+
+    cdef int _stop_running(self, int32_t slot) except -1:
+        # The task in `slot` was moved RUNNING -> STOP.  A thread reads it
+        # (fastpool.cancelled(), array chunks); a worker process is killed,
+        # and replaced as any dead worker.  Its record names the task: our
+        # CAS read (acquire) what the worker wrote before its start (release).
+        cdef uint32_t i
+        cdef fp_worker_rec *rec
+        cdef uint64_t pos = self.slots.job(slot).pos
+        if not self.procs or self.ctl == NULL:
+            return 0
+        for i in range(self.ctl.n_workers):
+            rec = &self.seg.workers[i]
+            if (fp_load_u32_relaxed(&rec.slot) == <uint32_t>slot
+                    and fp_load_u64_relaxed(&rec.task_pos) == pos):
+                fp_store_u32_relaxed(&rec.leaving, FP_LEAVE_STOPPED)
+                self._kill_worker(i)
+                break
+        return 0
+
+    cdef int64_t _timers(self, bint defer) except -2:
+        # The token holder, while timed tasks exist: fire the deadlines that
+        # are due; the ns until the next one (-1: none known).
+        cdef uint64_t top = 0, now
+        cdef int32_t slot
+        heap = self.timer_heap
+        while True:
+            self._timers_scan()
+            now = fp_now_ns()
+            while heap:
+                entry = heap[0]
+                slot = entry[1]
+                if (self.slots.gen[slot] != <uint32_t>entry[2]
+                        or self.slots.flags[slot] & SLOT_DONE):
+                    _heappop(heap)      # it completed
+                    continue
+                if <uint64_t>entry[0] > now:
+                    break
+                _heappop(heap)
+                self.slots.flags[slot] &= ~SLOT_ARMED
+                self._time_out(slot, defer)
+                if self.ctl == NULL:
+                    return -1
+            top = <uint64_t>heap[0][0] if heap else 0
+            # The Dekker pair with _task_start (_worker.pyx): say when we
+            # wake next, then look at the workers again; a worker publishes
+            # its deadline, then reads this.  One of us sees the other.
+            fp_store_u64_seq_cst(&self.ctl.next_deadline, top)
+            fp_fence_seq_cst()
+            if not self._timers_scan():
+                break
+        if len(heap) > 2 * self.n_timed + 64:
+            # Tasks that completed in time leave their entries behind.
+            heap[:] = [e for e in heap if self.slots.gen[<int32_t>e[1]] == <uint32_t>e[2]]
+            _heapify(heap)
+        if top == 0:
+            return -1
+        now = fp_now_ns()
+        return <int64_t>(top - now) if top > now else 0
+
+    cdef int64_t _no_timers(self) noexcept:
+        # No timed task holds a slot: the token holder may sleep without a
+        # limit, and a worker that starts a timed task (admitted after this
+        # look, under the GIL) must wake it.  -1.
+        if fp_load_u64_relaxed(&self.ctl.next_deadline):
+            fp_store_u64_seq_cst(&self.ctl.next_deadline, 0)
+        return -1
+
+    cdef bint _timers_scan(self) except -1:
+        # Timed tasks that started since the last look (the workers'
+        # `timed` words) go into the heap; whether any did.
+        cdef uint32_t i
+        cdef uint64_t word, deadline
+        cdef int32_t slot
+        cdef bint moved = False
+        for i in range(self.ctl.n_workers):
+            # acquire: pairs with the worker's release, which came after
+            # it wrote the deadline.
+            word = fp_load_u64_acquire(&self.seg.workers[i].timed)
+            if word == self.timed_seen[i]:
+                continue
+            self.timed_seen[i] = word
+            slot = <int32_t>(word & 0xffffffff) - 1
+            if (slot < 0 or slot >= self.slots.fresh
+                    or (self.slots.flags[slot] & (SLOT_TIMED | SLOT_ARMED | SLOT_DONE)) != SLOT_TIMED
+                    or fp_load_u32_acquire(&self.tctl[slot].state) != FP_TS_RUNNING):
+                continue    # completed, or finished already, or it is not that task any more
+            deadline = fp_load_u64_acquire(&self.tctl[slot].deadline)
+            if deadline == 0:
+                continue
+            _heappush(self.timer_heap, (deadline, slot, self.slots.gen[slot]))
+            self.slots.flags[slot] |= SLOT_ARMED
+            moved = True
+        return moved
+
+    cdef int _time_out(self, int32_t slot, bint defer) except -1:
+        # Its deadline is due: RUNNING -> STOP, unless it finished first
+        # (IDLE: its result is on its way, and completes it).
+        cdef uint32_t seen = FP_TS_RUNNING
+        cdef fp_task_ctl *t = &self.tctl[slot]
+        if not fp_cas_u32_acq_rel(&t.state, &seen, FP_TS_STOP):
+            return 0
+        limit = fp_load_u64_relaxed(&t.limit) / 1e9
+        err = _TaskTimeoutError(f"the task ran longer than its timeout ({limit:g} s)")
+        self._finish_early(slot, err, True, defer, True)
         return 0
 
     # ------------------------------------------------- stats, bounded queue
@@ -1284,6 +1640,12 @@ cdef class Core:
                     self._report_quietly(e)
             self._fail_held(self._closed_error)
             self._fail_unstarted(self._closed_error)
+            # Callbacks of tasks cancelled meanwhile.
+            while self.deferred:
+                try:
+                    self._run_deferred()
+                except BaseException as e:
+                    self._report_quietly(e)
         finally:
             self.state = FP_STOPPING
             try:
@@ -1325,6 +1687,7 @@ cdef class Core:
                     self._report_quietly(e)
         while self.n_overflow:
             q = <_Queued>self.overflow.popleft()
+            q.slot = -2
             self.n_overflow -= 1
             fp_store_u64_relaxed(&self.stats.overflow, self.n_overflow)
             fp_stat_add(&self.stats.failed, 1)
@@ -1375,6 +1738,7 @@ cdef class Core:
     def _release_memory(self):
         self.stats = &_no_stats     # writes after this go nowhere
         self.stamps = NULL
+        self.tctl = NULL
         self.ctl = NULL
         self.tasks = NULL
         self.results = NULL
@@ -1407,7 +1771,7 @@ cdef class Core:
         have passed (False).  Only on the token holder: the dispatcher, or
         (`proxy`) the thread in _wait_result."""
         cdef uint32_t seen
-        cdef int64_t wait_ns, stall_ns
+        cdef int64_t wait_ns, stall_ns, timer_ns
         cdef fp_cell c
         cdef int n
         deadline = None if timeout is None else _monotonic() + timeout
@@ -1445,6 +1809,9 @@ cdef class Core:
                 # completion elsewhere after this point (another pool, a
                 # cancel) wakes us through _wake_dispatch.
                 seen = fp_load_u32_seq_cst(&self.ctl.proxy_seq if proxy else &self.ctl.disp_seq)
+                # Deadlines fall due here too (futures finish now, callbacks
+                # wait in `deferred`); after `seen`, as in _dispatch_main.
+                timer_ns = self._timers(True) if self.n_timed else self._no_timers()
                 if done():
                     break
                 now = _monotonic()
@@ -1466,6 +1833,8 @@ cdef class Core:
                         continue
                     if wait_ns < 0 or stall_ns < wait_ns:
                         wait_ns = stall_ns
+                if timer_ns >= 0 and (wait_ns < 0 or timer_ns < wait_ns):
+                    wait_ns = timer_ns
                 with nogil:
                     n = self._collect_holding(seen, wait_ns, proxy)
                 self.batch_len = n
@@ -1506,6 +1875,7 @@ cdef class Core:
             self._last_stats = dict(segment_stats(self.seg), state="closed", workers=0)
         self.stats = &_no_stats
         self.stamps = NULL
+        self.tctl = NULL
         self.ctl = NULL
         self.tasks = NULL
         self.results = NULL
@@ -1537,7 +1907,8 @@ cdef class Core:
 
 # The very objects concurrent.futures stores, so `is` is exact.
 from concurrent.futures._base import (PENDING as _PENDING, RUNNING as _RUNNING,
-                                      CANCELLED as _CANCELLED, FINISHED as _FINISHED)
+                                      CANCELLED as _CANCELLED, FINISHED as _FINISHED,
+                                      CANCELLED_AND_NOTIFIED as _CANCELLED_AND_NOTIFIED)
 
 cdef int _resolve(object fut, object err, object value) except -1:
     """Complete a future exactly once, respecting a cancel.
@@ -1617,4 +1988,148 @@ cdef bint _start(object fut) except -1:
     if d is not None and "_cond" not in d and d.get("_state", _PENDING) is _PENDING:
         d["_state"] = _RUNNING
         return True
+    if d is not None and "_task" in d:
+        # The pool's cancel may complete this future at any time (it tells
+        # its waiters itself): running, unless that happened.
+        with fut._condition:
+            if fut._state is _PENDING:
+                fut._state = _RUNNING
+                return True
+            return False
     return fut.set_running_or_notify_cancel()
+
+
+cdef bint _cancel_future(object fut) except -1:
+    """The pool's cancel of a future (WorkerPool.run): as Future.cancel(),
+    a running future too, and its waiters (wait, as_completed) are told at
+    once, as an executor tells them of a cancelled future it dequeues."""
+    with fut._condition:
+        state = fut._state
+        if state is _FINISHED:
+            return False
+        if state is _CANCELLED or state is _CANCELLED_AND_NOTIFIED:
+            return True
+        fut._state = _CANCELLED_AND_NOTIFIED
+        for waiter in fut._waiters:
+            waiter.add_cancelled(fut)
+        fut._condition.notify_all()
+    fut._invoke_callbacks()
+    return True
+
+
+cdef int64_t _LIMIT_MAX = 1 << 62       # ns (146 years): beyond it, no limit
+
+cdef int64_t _limit_ns(object timeout) except -1:
+    """A task's timeout in seconds -> ns it may run (0: no limit, for an
+    infinite one).  A clear error, naming `timeout`, for anything else."""
+    cdef double secs
+    cdef type t = type(timeout)
+    if t is not float and t is not int:
+        import numbers
+        if t is bool or not isinstance(timeout, numbers.Real):
+            raise TypeError(f"timeout must be a number of seconds or None, not {t.__name__}")
+    secs = float(timeout)
+    if not secs > 0:        # NaN too
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    if secs * 1e9 >= <double>_LIMIT_MAX:
+        return 0            # math.inf: no timeout (how a task opts out of the pool's default)
+    return max(1, <int64_t>(secs * 1e9))
+
+
+def task_timeout_ns(timeout):
+    """A task's timeout in seconds (None: none) as the engine keeps it: ns,
+    0 for none.  ValueError or TypeError, naming `timeout`, if it is not one."""
+    return 0 if timeout is None else _limit_ns(timeout)
+
+
+@cython.no_gc
+@cython.freelist(64)
+cdef class TaskHandle:
+    """What WorkerPool.run_task returns: `cancel()` the task.
+
+    Not tracked by the cyclic GC (one is made per task, and most are
+    dropped at once): it holds its pool and, if the task waited in the
+    FIFO, that entry, neither of which holds a handle."""
+    cdef Core core
+    cdef _Queued q          # its FIFO entry, if it had to wait (then slot/gen are q's)
+    cdef int32_t slot       # its task slot (-1: none yet)
+    cdef uint32_t gen       # that slot's generation: the slot is still this task's
+    cdef bint won           # cancel() returned True
+
+    def __init__(self):
+        raise TypeError("TaskHandle cannot be made directly: WorkerPool.run_task returns one")
+
+    def cancel(self):
+        """Cancel the task: True unless it has completed already.  It then
+        completes once, with concurrent.futures.CancelledError: a task that
+        has not started never runs; a running one is stopped (a worker
+        process is replaced; a worker thread's task sees
+        fastpool.cancelled() become true, and what it returns is dropped)."""
+        cdef _Queued q = self.q
+        if self.won:
+            return True
+        if q is None:
+            self.won = self.core._cancel_slot(self.slot, self.gen)
+        elif q.slot == -1:
+            self.won = self.core._cancel_queued(q)
+        else:
+            self.won = self.core._cancel_slot(q.slot, q.gen)
+        return self.won
+
+    def __repr__(self):
+        cdef int32_t slot = self.slot
+        cdef uint32_t gen = self.gen
+        cdef Core core = self.core
+        if self.won:
+            what = "cancelled"
+        elif self.q is not None and self.q.slot == -1:
+            what = "queued"
+        else:
+            if self.q is not None:
+                slot, gen = self.q.slot, self.q.gen
+            if (slot < 0 or core.tctl == NULL or core.slots.gen[slot] != gen
+                    or core.slots.flags[slot] & SLOT_DONE):
+                what = "done"
+            elif fp_load_u32_relaxed(&core.tctl[slot].state) == FP_TS_RUNNING:
+                what = "running"
+            else:
+                what = "pending"
+        return f"<fastpool.TaskHandle {what}>"
+
+
+# fastpool.cancelled(): the thread's task, found through its worker record.
+_task_here = _threading.local()
+
+@cython.final
+cdef class _Spot:
+    cdef Segment seg
+    cdef int idx
+
+    @staticmethod
+    cdef _Spot at(Segment seg, int idx):
+        cdef _Spot s = _Spot.__new__(_Spot)
+        s.seg = seg
+        s.idx = idx
+        return s
+
+def _here_runs(Segment seg, int idx):
+    """This thread is worker `idx` of the pool whose segment is `seg`."""
+    _task_here.spot = _Spot.at(seg, idx)
+
+def cancelled():
+    """True inside a task whose cancel() (or timeout) asked it to stop;
+    False otherwise, and outside tasks."""
+    cdef _Spot spot = getattr(_task_here, "spot", None)
+    cdef Segment seg
+    cdef uint32_t slot
+    if spot is None:
+        return False
+    seg = spot.seg
+    if seg.ctl == NULL:
+        return False
+    # relaxed: the worker reads its own record; the owner's CAS set STOP
+    # (a request, which this thread sees soon enough).
+    slot = fp_load_u32_relaxed(&seg.workers[spot.idx].slot)
+    if slot == FP_NO_SLOT or slot > seg.tasks.mask:
+        return False
+    return fp_load_u32_relaxed(&seg.tctl[slot].state) == FP_TS_STOP

@@ -10,12 +10,12 @@ cdef void fp_idle_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, voi
 cdef void fp_dispatcher_wake(fp_ctl *ctl) noexcept nogil
 cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil
 cdef void fp_dispatcher_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,
-                             void *arg) noexcept nogil
+                             void *arg, int64_t ns) noexcept nogil
 cdef bint fp_token_trylock(fp_ctl *ctl) noexcept nogil
 cdef void fp_token_lock(fp_ctl *ctl) noexcept nogil
 cdef void fp_token_unlock(fp_ctl *ctl) noexcept nogil
-cdef void fp_proxy_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
-                        int64_t ns) noexcept nogil
+cdef void fp_proxy_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,
+                        void *arg, int64_t ns) noexcept nogil
 cdef void fp_holder_park(fp_ctl *ctl, uint32_t seen, bint proxy, bint (*has_work)(void *) noexcept nogil,
                          void *arg, int64_t ns) noexcept nogil
 
@@ -50,6 +50,8 @@ cdef class SlotTable:
     cdef int32_t *free
     cdef fp_job **job_pages      # page p holds the jobs of slots p * JOB_PAGE ...
     cdef uint8_t *mode
+    cdef uint8_t *flags          # SLOT_*: a timeout, an early completion (_engine.pyx)
+    cdef uint32_t *gen           # how many tasks the slot has held: a TaskHandle's check
     cdef list cbs
     cdef list ctxs
     cdef list objs
@@ -82,6 +84,7 @@ cdef class SlotTable:
         return fp_job_at(self.job_pages, slot)
 
     cdef inline void give(self, int32_t slot) noexcept:
+        self.gen[slot] += 1         # a handle of the task that held it is stale now
         self.free[self.nstack] = slot
         self.nstack += 1
         self.nfree += 1

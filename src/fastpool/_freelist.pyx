@@ -104,16 +104,17 @@ cdef void fp_dispatcher_notify(fp_ctl *ctl) noexcept nogil:
         fp_futex_wake(&ctl.disp_seq, 1)
 
 cdef void fp_dispatcher_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,
-                             void *arg) noexcept nogil:
+                             void *arg, int64_t ns) noexcept nogil:
     # `seen` was read by the dispatcher before it last looked at the pool's
     # state, so a control change since then makes the wait return at once.
     # While it sleeps the dispatcher lends out its token: a thread that
-    # waits on a future may complete results meanwhile.
+    # waits on a future may complete results meanwhile.  At most `ns`
+    # nanoseconds (< 0: no limit): a task's deadline.
     fp_token_unlock(ctl)
     fp_store_u32_seq_cst(&ctl.disp_sleeping, 1)
     fp_fence_seq_cst()
     if not has_work(arg):
-        fp_futex_wait(&ctl.disp_seq, seen)
+        fp_futex_wait_ns(&ctl.disp_seq, seen, ns)
     fp_store_u32_seq_cst(&ctl.disp_sleeping, 0)
     fp_token_lock(ctl)
 
@@ -159,12 +160,13 @@ cdef void fp_holder_park(fp_ctl *ctl, uint32_t seen, bint proxy, bint (*has_work
         fp_futex_wait_ns(&ctl.proxy_seq if proxy else &ctl.disp_seq, seen, ns)
     fp_store_u32_seq_cst(flag, 0)
 
-cdef void fp_proxy_park(fp_ctl *ctl, bint (*has_work)(void *) noexcept nogil, void *arg,
-                        int64_t ns) noexcept nogil:
+cdef void fp_proxy_park(fp_ctl *ctl, uint32_t seen, bint (*has_work)(void *) noexcept nogil,
+                        void *arg, int64_t ns) noexcept nogil:
     # The token holder that is not the dispatcher waits for a result.  The
     # Dekker pair with fp_dispatcher_notify: we raise `proxy`, then re-check
-    # the ring; a worker publishes, then reads `proxy`.
-    cdef uint32_t seen = fp_load_u32_seq_cst(&ctl.proxy_seq)
+    # the ring; a worker publishes, then reads `proxy`.  `seen` (proxy_seq)
+    # was read before the holder last looked at its future: a cancel since
+    # then wakes us.
     fp_store_u32_seq_cst(&ctl.proxy, 1)
     fp_fence_seq_cst()
     if not has_work(arg) and fp_load_u32_seq_cst(&ctl.disp_token) == 1:
@@ -179,7 +181,10 @@ cdef class SlotTable:
         self.free = <int32_t *>malloc(capacity * sizeof(int32_t))
         self.job_pages = <fp_job **>calloc(capacity // JOB_PAGE + 1, sizeof(fp_job *))
         self.mode = <uint8_t *>calloc(capacity, sizeof(uint8_t))
-        if self.free == NULL or self.job_pages == NULL or self.mode == NULL:
+        self.flags = <uint8_t *>calloc(capacity, sizeof(uint8_t))
+        self.gen = <uint32_t *>calloc(capacity, sizeof(uint32_t))
+        if (self.free == NULL or self.job_pages == NULL or self.mode == NULL or self.flags == NULL
+                or self.gen == NULL):
             raise MemoryError()
         self.cbs = []
         self.ctxs = []
@@ -193,3 +198,5 @@ cdef class SlotTable:
         c_free(self.free)
         c_free(self.job_pages)
         c_free(self.mode)
+        c_free(self.flags)
+        c_free(self.gen)

@@ -106,6 +106,14 @@ class PoolFuture(Future):
     def done(self) -> bool:
         return self._state in _DONE
 
+    def cancel(self) -> bool:
+        # WorkerPool.run's futures cancel as the pool does (TaskHandle.cancel):
+        # a running task too.  The rest keep concurrent.futures' rule.
+        task = self.__dict__.get("_task")
+        if task is None:
+            return super().cancel()
+        return task.cancel()
+
     def result(self, timeout=None):
         if self._state != FINISHED:
             timeout = self._wait_in_pool(timeout)

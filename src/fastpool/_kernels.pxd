@@ -37,6 +37,7 @@ cdef enum:
     R_UNREADABLE = 15  # (never in a ring) the payload could not be unpickled here
     R_NO_KERNEL = 16   # a worker process could not load the kernel a.i names (see fp_kreg_rec)
     R_LEFT = 17        # no slot: worker thread a.i left, idle (an elastic pool)
+    R_SKIPPED = 18     # not run: the task was cancelled before it started (its owner completed it)
 
     DT_F64 = 1
     DT_F32 = 2
@@ -128,6 +129,8 @@ cdef enum:
     KR_PARTIAL = 1     # one chunk of a job whose last chunk publishes: nothing to publish
     KR_HELD = 2        # no native kernel takes it: the pool's owner runs it (a hook)
 
+    FP_STOP_STEP = 8192    # elements an array chunk runs between two looks at its stop word
+
 # A process pool's kernel records, in its segment (ctl.kernels): the
 # owner appends one (with the GIL) before the first task of a kernel that
 # is not a built-in goes into the ring, and a worker process that meets a
@@ -163,5 +166,6 @@ cdef class KernelMap:
     cdef const fp_kernel *load(self, int32_t index) noexcept
 
 cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs,
-                       const fp_word *operands, fp_kmap *kmap) noexcept nogil
+                       const fp_word *operands, fp_kmap *kmap, const uint32_t *state) noexcept nogil
+cdef int fp_kernel_skip(const fp_cell *c, fp_cell *r, fp_job **jobs) noexcept nogil
 cdef bint fp_kernel_quick(uint32_t kind) noexcept nogil

@@ -891,18 +891,22 @@ cdef inline const fp_kernel *_entry_of(uint32_t kind, fp_kmap *m) noexcept nogil
     return e
 
 cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs,
-                       const fp_word *operands, fp_kmap *kmap) noexcept nogil:
+                       const fp_word *operands, fp_kmap *kmap, const uint32_t *state) noexcept nogil:
     """Run a task cell with the native kernel it names, without the GIL.
 
     The one place where task kinds meet kernels: the worker loop knows none
     of them.  `jobs` holds the array and batch jobs of the pool's owner (NULL
     in another process, where such tasks are never sent); `operands` the
     segment's operand words, one per task slot; `kmap` a worker process's
-    map of its owner's kernel indexes (NULL: the owner's own threads).
+    map of its owner's kernel indexes (NULL: the owner's own threads);
+    `state` the task's state word: an array chunk runs FP_STOP_STEP
+    elements at a time and stops once it says FP_TS_STOP (a cancel or a
+    timeout; what the task computed is dropped).
     """
     cdef fp_job *job
     cdef const fp_kernel *e
     cdef uint32_t base = c.kind & K_BASE_MASK
+    cdef int64_t lo, hi
     if base == K_SCALAR:
         e = _entry_of(c.kind, kmap)
         if e == &fp_kernel_missing:
@@ -914,7 +918,13 @@ cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs,
     if base == K_ARRAY and jobs != NULL:
         job = fp_job_at(jobs, c.slot)
         e = _entry_of(c.kind, NULL)
-        e.array(e, job, c.a.i, c.b.i)
+        lo = c.a.i
+        # relaxed: the stop word is a request, read again every step; the
+        # owner's CAS that set it decided the task's outcome already.
+        while lo < c.b.i and fp_load_u32_relaxed(state) != FP_TS_STOP:
+            hi = min(c.b.i, lo + FP_STOP_STEP)
+            e.array(e, job, lo, hi)
+            lo = hi
         # acq_rel: the last chunk's worker sees every other chunk's writes.
         if fp_sub_i64_acq_rel(&job.remaining, 1) != 0:
             return KR_PARTIAL
@@ -932,3 +942,14 @@ cdef int fp_kernel_run(const fp_cell *c, fp_cell *r, fp_job **jobs,
         r.kind = R_ERR             # the slot holds the task's exception
         return KR_DONE
     return KR_HELD
+
+cdef int fp_kernel_skip(const fp_cell *c, fp_cell *r, fp_job **jobs) noexcept nogil:
+    """A task cell whose task was cancelled before it started (or, for a
+    chunk, stopped): run nothing.  KR_PARTIAL for a chunk of a job that
+    another chunk's worker publishes, else KR_DONE with R_SKIPPED in r."""
+    cdef uint32_t base = c.kind & K_BASE_MASK
+    if (base == K_ARRAY or base == K_BATCH) and jobs != NULL:
+        if fp_sub_i64_acq_rel(&fp_job_at(jobs, c.slot).remaining, 1) != 0:
+            return KR_PARTIAL
+    r.kind = R_SKIPPED
+    return KR_DONE

@@ -1,8 +1,8 @@
 # The shared segment (see _segment.pxd for its layout).
 #
 #   fp_ctl | fp_worker_rec x n | fp_worker_stats x n | task ring | result ring
-#          | operand words | admission stamps | kernel records (named segments)
-#          | payload blocks
+#          | operand words | admission stamps | task control words
+#          | kernel records (named segments) | payload blocks
 #
 # The operand words are one per task slot (task_cap of them): a scalar task
 # whose kernel takes a third operand carries it there, written before its
@@ -10,7 +10,9 @@
 # The kernel records tell worker processes how to load the kernels that are
 # not built-ins (_kernels.pyx, fp_kreg_publish).
 #
-# The admission stamps are one per task slot too (_stats.pyx).
+# The admission stamps are one per task slot too (_stats.pyx), and so are
+# the task control words (fp_task_ctl: a task's state, its timeout and
+# deadline; see _engine.pyx).
 #
 # A segment is made zero-filled by the kernel, so every counter, record and
 # ring cell starts out as it should (the rings store their sequence words
@@ -40,7 +42,8 @@ cdef class Segment:
         cdef size_t result_off = task_off + fp_ring_bytes(task_cap)
         cdef size_t operands_off = result_off + fp_ring_bytes(result_cap)
         cdef size_t stamps_off = (operands_off + task_cap * sizeof(fp_word) + 63) & ~(<size_t>63)
-        cdef size_t kernels_off = stamps_off + task_cap * sizeof(uint64_t)
+        cdef size_t tctl_off = (stamps_off + task_cap * sizeof(uint64_t) + 63) & ~(<size_t>63)
+        cdef size_t kernels_off = tctl_off + task_cap * sizeof(fp_task_ctl)
         cdef size_t kernels_size = FP_KREG_BYTES if named or n_blocks else 0
         cdef size_t payload_off = kernels_off + kernels_size
         cdef size_t size = payload_off
@@ -73,6 +76,7 @@ cdef class Segment:
         seg.ctl.workers = workers_off
         seg.ctl.wstats = wstats_off
         seg.ctl.stamps = stamps_off
+        seg.ctl.task_ctl = tctl_off
         seg.ctl.task_ring = task_off
         seg.ctl.result_ring = result_off
         seg.ctl.payload = payload_off if n_blocks else 0
@@ -133,6 +137,8 @@ cdef class Segment:
         tasks = <const fp_ring *>&mv[c.task_ring]
         if c.stamps + (tasks.mask + 1) * sizeof(uint64_t) > c.size:
             raise ValueError(f"{self.name!r}: its header does not fit its size")
+        if c.task_ctl + (tasks.mask + 1) * sizeof(fp_task_ctl) > c.size:
+            raise ValueError(f"{self.name!r}: its task control words do not fit its size")
         if c.operands < c.result_ring + sizeof(fp_ring) or c.operands > c.size:
             raise ValueError(f"{self.name!r}: its operand words do not fit its size")
         if c.kernels and (c.kernels < c.operands or c.kernels + c.kernels_size > c.size):
@@ -175,6 +181,7 @@ cdef class Segment:
         self.workers = <fp_worker_rec *>(self.base + self.ctl.workers)
         self.wstats = <fp_worker_stats *>(self.base + self.ctl.wstats)
         self.stamps = <uint64_t *>(self.base + self.ctl.stamps)
+        self.tctl = <fp_task_ctl *>(self.base + self.ctl.task_ctl)
         self.tasks = <fp_ring *>(self.base + self.ctl.task_ring)
         self.results = <fp_ring *>(self.base + self.ctl.result_ring)
         self.operands = <fp_word *>(self.base + self.ctl.operands)
@@ -185,6 +192,7 @@ cdef class Segment:
         self.workers = NULL
         self.wstats = NULL
         self.stamps = NULL
+        self.tctl = NULL
         self.tasks = NULL
         self.results = NULL
         self.operands = NULL

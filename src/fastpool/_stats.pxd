@@ -29,7 +29,8 @@ ctypedef struct fp_pool_stats:
     uint64_t submitted       # tasks accepted
     uint64_t overflow        # of those, waiting in the FIFO (the rest of `queued` is in the task ring)
     uint64_t refused         # QueueFullError raised
-    uint8_t _pad1[40]
+    uint64_t skipping        # of `queued`, cancelled: a worker will skip them (see Core._cancel_slot)
+    uint8_t _pad1[32]
     # The token holder (dispatcher), and the pool's lifecycle.
     uint64_t completed       # tasks that gave a result
     uint64_t failed          # tasks that completed with an exception

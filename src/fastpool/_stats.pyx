@@ -54,11 +54,16 @@ cdef inline void fp_task_end(fp_timing *tm, fp_ctl *ctl, fp_worker_stats *s, uin
         fp_store_u64_relaxed(&s.busy_ns, fp_load_u64_relaxed(&s.busy_ns) + run * weight)
         fp_store_u64_relaxed(&s.timed, fp_load_u64_relaxed(&s.timed) + 1)
     fp_store_u32_relaxed(&s.busy, 0)
+    fp_room_check(ctl)
+
+cdef inline void fp_room_check(fp_ctl *ctl) noexcept nogil:
+    # A worker is free, or a task left the queue without running (its
+    # cancel): a bounded queue has room (see Core._queue_room).
     if fp_load_u32_relaxed(&ctl.stats.room_watch):
-        # A bounded queue: a free worker makes room (see Core._queue_room).
-        # The Dekker pair with wait_for_room: we cleared `busy`, then read
-        # room_waiters; a producer counts itself in, then reads the `busy`
-        # words.  seq_cst fence: one of us sees the other.
+        # The Dekker pair with wait_for_room: we cleared `busy` (or took
+        # the cell), then read room_waiters; a producer counts itself in,
+        # then reads the `busy` words and the ring.  seq_cst fence: one of
+        # us sees the other.
         fp_fence_seq_cst()
         if fp_load_u32_relaxed(&ctl.stats.room_waiters):
             fp_room_wake(ctl)
@@ -85,11 +90,14 @@ cdef uint32_t fp_running(const fp_ctl *ctl, const fp_worker_stats *ws) noexcept 
 
 cdef uint64_t fp_queued(fp_ctl *ctl, fp_ring *tasks) noexcept nogil:
     """Tasks accepted and not yet started: task cells no worker has taken
-    (an array task counts once per chunk), and the FIFO behind them."""
+    (an array task counts once per chunk), and the FIFO behind them, less
+    those cancelled (their cells wait for a worker to skip them)."""
     # The dequeue position first: it never passes the enqueue position.
     cdef uint64_t out = fp_load_u64_relaxed(&tasks.dequeue_pos)
     cdef uint64_t into = fp_load_u64_relaxed(&tasks.enqueue_pos)
-    return (into - out if into > out else 0) + fp_load_u64_relaxed(&ctl.stats.overflow)
+    cdef uint64_t n = (into - out if into > out else 0) + fp_load_u64_relaxed(&ctl.stats.overflow)
+    cdef uint64_t skipping = fp_load_u64_relaxed(&ctl.stats.skipping)
+    return n - skipping if n > skipping else 0
 
 cdef dict _hist_summary(uint64_t *hist, uint64_t top):
     # p50 and p99 interpolated within their log2 bucket, never above the

@@ -25,6 +25,7 @@ ctypedef struct fp_worker:
     fp_worker_rec *rec          # this worker's record in the segment
     fp_worker_stats *stats      # its stats block in the segment
     const uint64_t *stamps      # the segment's admission stamps (_stats.pyx)
+    fp_task_ctl *tctl           # the segment's task control words (a task's state, its deadline)
     fp_job **job_pages          # the owner's array jobs; NULL in another process
     const fp_word *operands     # the segment's operand words (see _segment.pyx)
     fp_kmap *kmap               # a worker process: its owner's kernel indexes (NULL: a thread)

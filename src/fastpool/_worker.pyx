@@ -175,18 +175,66 @@ cdef int fp_worker_loop(fp_worker *w) noexcept nogil:
         _spin_stop(w)
     return 0
 
+cdef inline bint _task_start(fp_worker *w, const fp_cell *c, fp_task_ctl *t) noexcept nogil:
+    # Whether to run the cell: the task's state word moves from IDLE to
+    # RUNNING by our CAS, unless its owner cancelled it first (CANCELLED:
+    # skip it).  A chunk of an array job another chunk started finds it
+    # RUNNING (run it) or STOP (skip it).  See _engine.pyx, "Cancel and
+    # deadlines".
+    cdef uint32_t seen = FP_TS_IDLE
+    cdef uint64_t limit, deadline, nd
+    cdef uint32_t base
+    # acq_rel: an owner whose CAS finds RUNNING sees our record (which task
+    # slot, which ring position) as written above, to stop this worker.
+    if not fp_cas_u32_acq_rel(&t.state, &seen, FP_TS_RUNNING):
+        base = c.kind & K_BASE_MASK
+        return seen == FP_TS_RUNNING and (base == K_ARRAY or base == K_BATCH)
+    # relaxed: the owner wrote the limit before pushing the cell we popped.
+    limit = fp_load_u64_relaxed(&t.limit)
+    if limit:
+        # A timeout counts from now.  The deadline, then our record saying
+        # which task we started (release: the dispatcher that reads the
+        # record sees the deadline); then, the Dekker pair with the
+        # dispatcher (it stores when it will wake next, then reads the
+        # records), wake it if it would wake too late.
+        deadline = fp_now_ns() + limit
+        fp_store_u64_release(&t.deadline, deadline)
+        fp_store_u64_release(&w.rec.timed, ((fp_load_u64_relaxed(&w.rec.timed) >> 32) + 1) << 32
+                             | (<uint64_t>c.slot + 1))
+        fp_fence_seq_cst()
+        nd = fp_load_u64_seq_cst(&w.ctl.next_deadline)
+        if nd == 0 or deadline < nd:
+            fp_dispatcher_wake(w.ctl)
+    return True
+
+cdef inline bint _task_finish(fp_task_ctl *t) noexcept nogil:
+    # The task has run: RUNNING back to IDLE, unless its owner stopped it
+    # meanwhile (STOP: a cancel or a timeout completed it, and what it made
+    # is dropped).  acq_rel, as the start.
+    cdef uint32_t seen = FP_TS_RUNNING
+    return fp_cas_u32_acq_rel(&t.state, &seen, FP_TS_IDLE)
+
 cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
     """Run one task cell; publish its result.  1 if this worker is lost."""
     cdef fp_cell r
     cdef int lost = 0
     cdef int rc
     cdef fp_timing tm
-    # relaxed: the record is a hint for observers, ordered by nothing.
+    cdef fp_task_ctl *t = &w.tctl[c.slot]
+    # relaxed: the record is a hint for observers, ordered by the start below.
     fp_store_u32_relaxed(&w.rec.slot, c.slot)
-    fp_task_begin(&tm, w.ctl, w.tasks, w.stats, w.stamps, c.slot)
     r.slot = c.slot
     r.b.i = 0
-    rc = fp_kernel_run(c, &r, w.job_pages, w.operands, w.kmap)
+    if not _task_start(w, c, t):
+        # Cancelled before it started: it never runs.  Its owner completed
+        # it already; the result cell only gives the slot back.
+        if fp_kernel_skip(c, &r, w.job_pages) == KR_DONE:
+            fp_worker_publish(w, &r)
+        fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
+        fp_room_check(w.ctl)        # it waited: a bounded queue has room now
+        return 0
+    fp_task_begin(&tm, w.ctl, w.tasks, w.stats, w.stamps, c.slot)
+    rc = fp_kernel_run(c, &r, w.job_pages, w.operands, w.kmap, &t.state)
     if rc == KR_PARTIAL:
         fp_task_end(&tm, w.ctl, w.stats, c.kind)
         fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
@@ -198,6 +246,12 @@ cdef int fp_worker_run_cell(fp_worker *w, fp_cell *c) noexcept nogil:
             # a work item that a thread took from its queue.
             fp_store_u32_release(&fp_job_at(w.job_pages, c.slot).taken, 1)
         lost = w.hooks.run_held(w.hooks.owner, c, &r, w.idx)
+    if not _task_finish(t) and w.track:
+        # Its owner stopped the task and is killing this process for it
+        # (a cancel, a timeout): the task ended first, so leave now; the
+        # owner gives back what it held, as for any dead worker.
+        fp_store_u32_relaxed(&w.rec.leaving, FP_LEAVE_STOPPED)
+        _exit(FP_STOPPED_EXIT)
     fp_task_end(&tm, w.ctl, w.stats, c.kind)
     fp_worker_publish(w, &r)
     fp_store_u32_relaxed(&w.rec.slot, FP_NO_SLOT)
@@ -275,6 +329,7 @@ def run_worker_process(Segment seg, int idx, runner, uint64_t max_tasks=0):
     w.rec = &seg.workers[idx]
     w.stats = &seg.wstats[idx]
     w.stamps = seg.stamps
+    w.tctl = seg.tctl
     w.idx = idx
     w.track = True
     w.tasks_left = max_tasks
@@ -284,6 +339,7 @@ def run_worker_process(Segment seg, int idx, runner, uint64_t max_tasks=0):
     w.rec.pid = os.getpid()
     global fp_fault
     fp_fault = &seg.ctl.fault_point
+    _here_runs(seg, idx)        # for fastpool.cancelled() (_engine.pyx)
     with nogil:
         rc = fp_worker_loop(&w)
     return rc

@@ -16,7 +16,7 @@ import weakref
 from concurrent.futures import Executor
 
 from fastpool import _future, kernels
-from fastpool._core import Core
+from fastpool._core import Core, task_timeout_ns
 from fastpool._future import PoolFuture
 from fastpool.errors import PoolClosedError, QueueFullError, WorkerExitedError
 from fastpool.workers import FunctionRefs, ProcessWorkers, ThreadWorkers
@@ -36,7 +36,7 @@ BLOCK_SIZE = 1 << 16        # bytes per payload block; bigger payloads go to one
 PAYLOAD_BLOCKS = 256        # Python tasks in a process pool's rings at once (16 MiB of blocks)
 WORKER_KINDS = ("thread", "process")
 START_FAILURES = 3          # worker processes dead before their loop, in a row: the pool breaks
-LEAVE_RETIRED, LEAVE_INIT_FAILED, LEAVE_IDLE = 1, 2, 3  # why a worker process left (as _segment.pxd)
+LEAVE_RETIRED, LEAVE_INIT_FAILED, LEAVE_IDLE, LEAVE_STOPPED = 1, 2, 3, 4   # why a worker process left (_segment.pxd)
 
 # The pool's states, as the native core numbers them.
 RUNNING, CLOSING, TERMINATING, STOPPED = 0, 1, 2, 3
@@ -224,12 +224,13 @@ class _PoolBase(Core, Executor):
 
     def _start(self, num_threads: int, processor: Any, ring_size: int,
                worker_names: list[str], lazy: bool = False, procs: dict | None = None,
-               max_queue: Any = None, shm_name: Any = None) -> None:
+               max_queue: Any = None, shm_name: Any = None, timeout: Any = None) -> None:
         """`procs`: the workers are processes, started with these keyword
         arguments of ProcessWorkers (mp_context, initializer, initargs,
-        max_tasks); None: threads.  `max_queue` and `shm_name` as
-        WorkerPool takes them."""
+        max_tasks); None: threads.  `max_queue`, `shm_name` and `timeout`
+        as WorkerPool takes them."""
         max_queue = _check_max_queue(max_queue)
+        limit = task_timeout_ns(timeout)
         named = _check_shm_name(shm_name)
         if isinstance(ring_size, bool) or not isinstance(ring_size, int):
             raise TypeError(f"ring_size must be an int, not {type(ring_size).__name__}")
@@ -251,6 +252,7 @@ class _PoolBase(Core, Executor):
         self._core_init(num_threads, ring_size, processor, self._lose_on_base_exception, PoolFuture,
                         named, BLOCK_SIZE, PAYLOAD_BLOCKS if procs is not None else 0)
         self._configure_queue(max_queue)
+        self._configure_timeout(limit)
         if procs is None:
             self._kind: ThreadWorkers | ProcessWorkers = ThreadWorkers(self)
         else:
@@ -445,7 +447,8 @@ class _PoolBase(Core, Executor):
             self._emit("exit", name, None)
             self._initializer_failed()
             return
-        if leaving == LEAVE_RETIRED:
+        if leaving == LEAVE_RETIRED or leaving == LEAVE_STOPPED:
+            # Retired, or stopped with the task it ran (a cancel, a timeout).
             self._emit("exit", name, None)
         else:
             self._emit("exit", name, err)
@@ -490,6 +493,11 @@ class _PoolBase(Core, Executor):
 
     def _initializer_failed(self) -> None:
         pass
+
+    def _kill_worker(self, idx: int) -> None:
+        # The engine stopped the task worker process idx runs (a cancel, a
+        # timeout): the process goes, and is replaced as any dead worker.
+        self._kind.kill(idx)
 
     def _join_workers(self) -> None:
         # Dispatcher thread, after workers were told to stop.
@@ -721,6 +729,16 @@ class WorkerPool(_PoolBase):
     and `top NAME` read them from another process; a thread pool maps an
     anonymous one unless given `shm_name`, the name to make it under.
 
+    `run_task` returns a TaskHandle: `handle.cancel()` (and `cancel()` of a
+    `run` future) completes the task once with CancelledError unless it has
+    completed; a task that has not started never runs, a running one is
+    stopped (a worker process is replaced; a worker thread's task sees
+    `fastpool.cancelled()` become true, and its result is dropped).
+    `timeout` (seconds; per task, or the pool's default here) counts from
+    the start: the task then completes with TaskTimeoutError and is stopped
+    the same way.  `submit` keeps concurrent.futures' rule (a running
+    future cannot be cancelled); the pool's timeout applies to it.
+
     Callbacks run one at a time on the thread that completes tasks.  One
     that waits for another task of the pool (`pool.run(t).result()`,
     `concurrent.futures.wait`) gets its result: the waiting thread completes
@@ -740,8 +758,8 @@ class WorkerPool(_PoolBase):
     def __init__(self, num_threads: int | None = None, processor: Callable[[Any], Any] | None = None,
                  *, workers: str = "thread", start_method: Any = None,
                  ring_size: int = 65536, max_queue: int | None = None,
-                 shm_name: str | None = None, min_workers: int | None = None,
-                 idle_timeout: float | None = None) -> None:
+                 timeout: float | None = None, shm_name: str | None = None,
+                 min_workers: int | None = None, idle_timeout: float | None = None) -> None:
         if num_threads is None:
             num_threads = os.cpu_count() or 1
         _check_count("num_threads", num_threads, MAX_WORKERS)
@@ -758,7 +776,7 @@ class WorkerPool(_PoolBase):
         pid = next(_pool_ids)
         names = [f"fastpool-worker-{pid}-{i}" for i in range(num_threads)]
         self._start(num_threads, processor, ring_size, names, procs=procs, max_queue=max_queue,
-                    shm_name=shm_name)
+                    shm_name=shm_name, timeout=timeout)
         start = num_threads if procs is not None else 0     # a fixed set of processes, started now
         if min_workers is not None:
             self._elastic = True

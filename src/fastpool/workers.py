@@ -14,6 +14,7 @@ one more class with the same four methods.
     join(handle, terminating)     wait for a worker that was told to stop
     quiesce()                     the pool is stopping: exits are expected now
     stop()                        after the last join: let go of what watches them
+    kill(idx)                     stop worker idx and the task it runs, if it can be
 """
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ class ThreadWorkers:
 
     def stop(self) -> None:
         pass
+
+    def kill(self, idx: int) -> None:
+        pass        # a thread cannot be stopped from outside: its task is asked to stop
 
 
 def default_context():
@@ -154,6 +158,17 @@ class ProcessWorkers:
         except ValueError:
             return      # closed already: the watcher saw it exit
         self._joined.append(handle)     # closed in stop(), once nothing watches it
+
+    def kill(self, idx: int) -> None:
+        """Stop worker idx now (SIGKILL): the engine stopped the task it
+        runs.  The watcher sees it go, and it is replaced."""
+        with self._lock:
+            p = self._procs.get(idx)
+        if p is not None:
+            try:
+                p.kill()
+            except ValueError:
+                pass        # reaped and closed meanwhile: it is gone already
 
     def quiesce(self) -> None:
         with self._lock:

@@ -60,6 +60,21 @@ static inline int fp_cas_u32_seq_cst(uint32_t *p, uint32_t *expected, uint32_t d
                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
 }
 
+/* A task slot's state word (see _engine.pyx, "Cancel and deadlines"): a
+ * worker starting or finishing the task and its owner cancelling or timing
+ * it out each move it with one strong CAS, so exactly one of two racing
+ * moves happens.  acq_rel: whoever sees the word moved also sees what the
+ * mover wrote before (the worker's record of what it holds, its deadline). */
+static inline int fp_cas_u32_acq_rel(uint32_t *p, uint32_t *expected, uint32_t desired) {
+    return __atomic_compare_exchange_n(p, expected, desired, 0 /* strong */,
+                                       __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+}
+/* The dispatcher's next deadline: the Dekker pair with a worker that starts
+ * a timed task (it publishes its deadline, then reads this; the dispatcher
+ * stores this, then looks at the workers again), hence seq_cst. */
+static inline void fp_store_u64_seq_cst(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
+static inline uint64_t fp_load_u64_seq_cst(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
+
 /* Chunk countdown of an array task: acq_rel so that the worker finishing the
  * last chunk sees every other worker's writes to the output before it
  * publishes the completion. */

@@ -26,5 +26,8 @@ cdef extern from "atomic.h" nogil:
     void fp_futex_wait(uint32_t *addr, uint32_t expected)
     void fp_futex_wait_ns(uint32_t *addr, uint32_t expected, int64_t ns)
     bint fp_cas_u32_seq_cst(uint32_t *p, uint32_t *expected, uint32_t desired)
+    bint fp_cas_u32_acq_rel(uint32_t *p, uint32_t *expected, uint32_t desired)
+    void fp_store_u64_seq_cst(uint64_t *p, uint64_t v)
+    uint64_t fp_load_u64_seq_cst(const uint64_t *p)
     int fp_futex_wake(uint32_t *addr, int n)
     bint fp_add_i64_overflow(int64_t a, int64_t b, int64_t *out)
