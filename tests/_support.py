@@ -45,6 +45,18 @@ class Gate:
         with self._lock:
             self._arrived.append(conn)
 
+    def nobody_waiting(self) -> bool:
+        """No task waits at the gate beyond those arrived() accepted."""
+        self._listener.setblocking(False)
+        try:
+            conn, _ = self._listener.accept()
+        except BlockingIOError:
+            return True
+        finally:
+            self._listener.setblocking(True)
+        conn.close()
+        return False
+
     def release_one(self) -> None:
         """Lets the task that arrived first (of those still held) go on."""
         with self._lock:

@@ -93,6 +93,14 @@ def gated(arg):
     return value
 
 
+def napping(arg):
+    # A task that runs `seconds` (without the GIL), then returns `value`:
+    # (seconds, value) is the argument.
+    seconds, value = arg
+    time.sleep(seconds)
+    return value
+
+
 def slow_echo(x):
     # A task that takes a while without holding the GIL (a thread pool's
     # other threads run meanwhile).

@@ -14,9 +14,9 @@ def add_in_python(task):
     return task["a"] + task["b"]
 
 
-def test_run_task_returns_none_and_calls_back_with_the_sum(pool):
+def test_run_task_returns_a_handle_and_calls_back_with_the_sum(pool):
     rec = Recorder(1)
-    assert pool.run_task({"a": 1, "b": 2}, rec.callback) is None
+    assert type(pool.run_task({"a": 1, "b": 2}, rec.callback)) is fastpool.TaskHandle
     assert rec.wait() == [(None, 3)]
 
 
