@@ -5,6 +5,7 @@ asked through fastpool.cancelled()), every task completes exactly once.
 The drop-in executors keep concurrent.futures' rule."""
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures as cf
 import contextvars
 import ctypes
@@ -192,6 +193,29 @@ def test_a_callback_may_cancel_another_task(pool_of, gate):
     pool.close()
     # The victim's callback runs once the canceller's has returned.
     assert order == [("canceller", True), ("victim", cf.CancelledError)]
+
+
+def test_cancelling_a_coroutine_that_awaits_the_task_cancels_it(pool_of, gate):
+    pool = pool_of()
+    first = pool.run(held(gate, "first"))
+    gate.arrived()
+
+    async def main():
+        async def waiter():
+            return await pool.run(held(gate, "awaited"))
+
+        task = asyncio.ensure_future(waiter())
+        await asyncio.sleep(0)          # one turn of the loop: it awaits the pool's future now
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    last = pool.submit(echo, "last")
+    gate.release_one()
+    assert (first.result(timeout=WAIT), last.result(timeout=WAIT)) == ("first", "last")
+    assert gate.nobody_waiting()        # the awaited task never ran
+    assert pool.stats()["cancelled"] == 1
 
 
 # -- while it runs ------------------------------------------------------------------
