@@ -159,7 +159,7 @@ def test_a_thread_blocked_on_the_future_sees_its_cancel(pool_of, gate):
         waiting.set()
         try:
             fut.result(timeout=WAIT)
-        except BaseException as e:
+        except Exception as e:
             outcome.append(e)
 
     t = threading.Thread(target=wait)
@@ -400,7 +400,7 @@ def test_exactly_once_with_random_cancels_racing_completions(make_pool, kind):
         tasks[i] = pool.run_task(i, callback_of(i)) if i % 2 else pool.run(i)
         if rng.random() < 0.2:
             cancel(rng.randrange(i + 1))
-    done, not_done = cf.wait(tasks[0::2], timeout=WAIT)
+    _, not_done = cf.wait(tasks[0::2], timeout=WAIT)
     assert not not_done
     got.wait()
     pool.close()

@@ -209,7 +209,7 @@ def test_a_callback_waiting_on_a_task_that_times_out(pool_of, gate):
     def callback(err, result):
         try:
             pool.run(held(gate, "inner"), timeout=0.1).result(timeout=WAIT)
-        except BaseException as e:
+        except Exception as e:
             got.append(e)
         done.set()
 

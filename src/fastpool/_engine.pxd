@@ -85,6 +85,7 @@ cdef class Core:
     cdef bint _cancel_queued(self, object queued) except -1
     cdef int _finish_early(self, int32_t slot, object err, bint timed_out, bint defer,
                            bint stop) except -1
+    cdef int _cancel_future(self, object fut) except -1
     cdef int _deliver_soon(self, uint8_t mode, object cb, object ctx, object err) except -1
     cdef int _stop_running(self, int32_t slot) except -1
     cdef int64_t _timers(self, bint defer) except -2

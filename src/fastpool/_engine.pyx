@@ -1328,8 +1328,11 @@ cdef class Core:
         cdef bint stop = False
         if (slot < 0 or slot >= self.slots.fresh or self.slots.gen[slot] != gen
                 or self.slots.flags[slot] & SLOT_DONE or self.tctl == NULL
-                or self.slots.mode[slot] == MODE_QUIET):
-            return False    # it completed
+                or self.slots.cbs[slot] is None):
+            # It completed, or its completion has begun: the token holder
+            # took its callback (and may be reading its result, which lets
+            # other threads in, before it gives the slot back).
+            return False
         t = &self.tctl[slot]
         if fp_cas_u32_acq_rel(&t.state, &seen, FP_TS_CANCELLED):
             # It waits in the ring (or has finished, its result on its way):
@@ -1366,7 +1369,7 @@ cdef class Core:
             if self.drain_armed:
                 fp_dispatcher_wake(self.ctl)
         if mode == MODE_FUTURE:
-            _cancel_future(cb)
+            self._cancel_future(cb)
         else:
             self._deliver_soon(mode, cb, ctx, _CancelledError())
         return True
@@ -1387,13 +1390,22 @@ cdef class Core:
         if stop:
             self._stop_running(slot)
         if mode == MODE_FUTURE and not timed_out:
-            _cancel_future(cb)      # in this thread, as Future.cancel() runs its callbacks
+            self._cancel_future(cb)     # in this thread, as Future.cancel() runs its callbacks
         elif not defer:
             self._deliver(mode, cb, ctx, err, None)
         elif mode == MODE_FUTURE:
             self._deliver_later(mode, cb, ctx, err, None)
         else:
             self._deliver_soon(mode, cb, ctx, err)
+        return 0
+
+    cdef int _cancel_future(self, object fut) except -1:
+        _force_cancel(fut)
+        if self.ctl != NULL:
+            # A thread may wait for it holding the token (_wait_result),
+            # asleep on the proxy word: it looks at its future again.
+            fp_add_u32_seq_cst(&self.ctl.proxy_seq, 1)
+            fp_futex_wake(&self.ctl.proxy_seq, 1)
         return 0
 
     cdef int _deliver_soon(self, uint8_t mode, object cb, object ctx, object err) except -1:
@@ -1505,7 +1517,7 @@ cdef class Core:
         # (IDLE: its result is on its way, and completes it).
         cdef uint32_t seen = FP_TS_RUNNING
         cdef fp_task_ctl *t = &self.tctl[slot]
-        if not fp_cas_u32_acq_rel(&t.state, &seen, FP_TS_STOP):
+        if self.slots.cbs[slot] is None or not fp_cas_u32_acq_rel(&t.state, &seen, FP_TS_STOP):
             return 0
         limit = fp_load_u64_relaxed(&t.limit) / 1e9
         err = _TaskTimeoutError(f"the task ran longer than its timeout ({limit:g} s)")
@@ -1999,7 +2011,7 @@ cdef bint _start(object fut) except -1:
     return fut.set_running_or_notify_cancel()
 
 
-cdef bint _cancel_future(object fut) except -1:
+cdef bint _force_cancel(object fut) except -1:
     """The pool's cancel of a future (WorkerPool.run): as Future.cancel(),
     a running future too, and its waiters (wait, as_completed) are told at
     once, as an executor tells them of a cancelled future it dequeues."""
@@ -2088,7 +2100,7 @@ cdef class TaskHandle:
             if self.q is not None:
                 slot, gen = self.q.slot, self.q.gen
             if (slot < 0 or core.tctl == NULL or core.slots.gen[slot] != gen
-                    or core.slots.flags[slot] & SLOT_DONE):
+                    or core.slots.flags[slot] & SLOT_DONE or core.slots.cbs[slot] is None):
                 what = "done"
             elif fp_load_u32_relaxed(&core.tctl[slot].state) == FP_TS_RUNNING:
                 what = "running"
