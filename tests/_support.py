@@ -376,3 +376,8 @@ def outcome(fn, *args):
         return None, fn(*args)
     except Exception as e:
         return e, None
+
+
+def held(gate, value):
+    """The argument of _tasks.gated: wait at `gate`, then return `value`."""
+    return (gate.name, value)

@@ -20,7 +20,7 @@ import pytest
 
 import fastpool
 from fastpool import TaskHandle, WorkerPool, kernels
-from _support import WAIT, Recorder
+from _support import WAIT, Recorder, held
 from _tasks import echo, gated, pid_of, wait_at_gate
 
 var = contextvars.ContextVar("var", default="unset")
@@ -34,10 +34,6 @@ def pool_of(make_pool, kind, gate):
     yield make
     gate.open()         # thread workers cannot be stopped from outside
 
-
-def held(gate, value):
-    """The argument of _tasks.gated: wait at `gate`, then return `value`."""
-    return (gate.name, value)
 
 
 # -- before it starts ---------------------------------------------------------------

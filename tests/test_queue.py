@@ -10,7 +10,7 @@ import pytest
 
 import fastpool
 from fastpool import PoolClosedError, QueueFullError
-from _support import WAIT, Gate, Recorder
+from _support import WAIT, Gate, Recorder, held
 from _tasks import echo, gated, slow_echo
 
 
@@ -28,10 +28,6 @@ def pool_of(make_pool, kind, gate):
     for pool in pools:
         pool.terminate()
 
-
-def held(gate, value):
-    """The argument of _tasks.gated: wait at `gate`, then return `value`."""
-    return (gate.name, value)
 
 
 def arrived(gate, n):

@@ -16,7 +16,7 @@ import pytest
 
 import fastpool
 from fastpool import TaskTimeoutError, WorkerPool
-from _support import WAIT, Recorder
+from _support import WAIT, Recorder, held
 from _tasks import echo, gated, napping, pid_of, wait_at_gate
 
 
@@ -28,9 +28,6 @@ def pool_of(make_pool, kind, gate):
     yield make
     gate.open()         # thread workers cannot be stopped from outside
 
-
-def held(gate, value):
-    return (gate.name, value)
 
 
 def test_task_timeout_error_is_a_timeout_error():
