@@ -381,3 +381,20 @@ def outcome(fn, *args):
 def held(gate, value):
     """The argument of _tasks.gated: wait at `gate`, then return `value`."""
     return (gate.name, value)
+
+
+def wait_exited(pids, timeout=10):
+    """Wait on each process itself (a pidfd is readable once it has
+    exited); assert none outlives `timeout` seconds."""
+    import select
+
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue        # gone already
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
+        assert ready, f"process {pid} outlived its owner by {timeout} s"
